@@ -1,0 +1,103 @@
+"""``firmware-app run``: the service's main loop, its signals and its systemd readiness and watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from firmware_app import config as cfg
+from firmware_app.control import ControlServer
+from firmware_app.engine import POLL_MS
+from firmware_app.phone import Phone
+from firmware_app.plugins import PluginHost
+from firmware_app.sdnotify import Notifier
+
+log = logging.getLogger("firmware_app")
+
+#: The engine thread is "responsive" while it came back from libHandleEvents this recently.
+ENGINE_STALL_S = 3 * POLL_MS / 1000 + 2
+
+
+def prepare(config_path: str, *, secrets: bool = True, strict: bool = False) -> tuple[cfg.Config, PluginHost]:
+    """Load the configuration and the plugins and let each plugin check its own tables."""
+    config = cfg.load(config_path, secrets=secrets)
+    host = PluginHost(strict=strict)
+    host.load_entry_points(config.plugins.disable, config.plugins.only)
+    actions: set[str] = set()
+    host.register_actions(lambda name, handler: actions.add(name))
+    config.known_actions = actions  # lets plugins check the action names a mapping uses
+    host.configure(config)
+    config.check_unclaimed()
+    return config, host
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd the journal stamps each line; elsewhere a person reading the terminal wants the time.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s.%(msecs)03d " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    if level != "debug":
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def run(config: cfg.Config, host: PluginHost) -> int:
+    return asyncio.run(_serve(config, host))
+
+
+async def _serve(config: cfg.Config, host: PluginHost) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
+    phone = Phone(config, host)
+    control = ControlServer(phone, config.control.socket)
+    try:
+        await phone.start()
+        await control.start()
+    except Exception as e:
+        log.error("the phone could not start: %s", e)
+        await phone.stop()
+        notifier.notify(f"STATUS=failed to start: {e}")
+        return 1
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] in ("registration", "state"):
+            notifier.notify(_status_line(phone))
+
+    phone.subscribe(on_event)
+    notifier.notify("READY=1", _status_line(phone))
+    watchdog = notifier.watchdog_interval()
+    pinger = asyncio.ensure_future(_watchdog(phone, notifier, watchdog)) if watchdog else None
+    await stop.wait()
+    log.info("stopping")
+    notifier.notify("STOPPING=1")
+    if pinger:
+        pinger.cancel()
+    await phone.stop()
+    await control.stop()
+    notifier.close()
+    return 0
+
+
+async def _watchdog(phone: Phone, notifier: Notifier, interval: float) -> None:
+    """Ping systemd only while the engine thread is alive and comes back from PJSIP in time."""
+    while True:
+        engine = phone.engine
+        if engine is not None and engine.alive and time.monotonic() - engine.heartbeat < ENGINE_STALL_S:
+            notifier.notify("WATCHDOG=1")
+        else:
+            log.error("the SIP engine is not responding: withholding the watchdog ping")
+        await asyncio.sleep(interval)
+
+
+def _status_line(phone: Phone) -> str:
+    reg = phone.registration
+    detail = f" ({reg.code} {reg.reason})" if reg.state == "failed" else ""
+    return f"STATUS={reg.state}{detail}, {phone.state.value.replace('_', ' ')}"

@@ -1,0 +1,159 @@
+"""The ``firmware-app`` command: run the phone, check its configuration, and talk to a running phone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from firmware_app import __version__, control
+from firmware_app import config as cfg
+from firmware_app.errors import ConfigError, FirmwareAppError
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"firmware-app: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FirmwareAppError as e:
+        print(f"firmware-app: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="firmware-app", description="Headset softphone for Raspberry Pi devices.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("FIRMWARE_APP_CONFIG", str(cfg.DEFAULT_PATH)),
+        help="configuration file (default: $FIRMWARE_APP_CONFIG or %(default)s)",
+    )
+    p.add_argument("--socket", help="control socket of a running phone (default: from the configuration)")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    def cmd(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    cmd("run", _run, "run the phone (the service's main command)")
+    sp = cmd("check-config", _check_config, "validate a configuration file without starting anything")
+    sp.add_argument("path", nargs="?", help="file to check (default: --config)")
+    cmd("status", _status, "show registration, phone state and calls")
+    sp = cmd("answer", _simple("answer"), "answer the ringing call")
+    sp.add_argument("--call", type=int)
+    sp = cmd("reject", _simple("reject"), "reject the ringing call")
+    sp.add_argument("--call", type=int)
+    sp.add_argument("--code", type=int, help="SIP status to reject with (default: account.reject_code)")
+    sp = cmd("hangup", _simple("hangup"), "hang up the current call")
+    sp.add_argument("--call", type=int)
+    sp = cmd("call", _call, "call a SIP URI or an extension")
+    sp.add_argument("uri")
+    sp = cmd("press", _press, "inject a button gesture through the same path as a physical button")
+    sp.add_argument("button", help="the button's name in the configuration, e.g. main")
+    sp.add_argument("gesture", help="single, double, long, down or up")
+    sp.add_argument("--source", default="cli", help="input source to impersonate (default: cli)")
+    sp = cmd("transfer", _transfer, "blind-transfer the current call to a configured target or pool")
+    sp.add_argument("target")
+    sp = cmd("action", _action, "run any action by name, e.g. hold or transfer:reception")
+    sp.add_argument("name")
+    sp = cmd("events", _events, "print the phone's events as JSON lines until it stops")
+    return p
+
+
+def _socket(args: argparse.Namespace) -> str:
+    if args.socket:
+        return args.socket
+    try:
+        return cfg.load(args.config, secrets=False).control.socket
+    except ConfigError:
+        return cfg.Control().socket
+
+
+def _run(args: argparse.Namespace) -> int:
+    from firmware_app import app  # imports the engine (and PJSUA2) only for the command that needs it
+
+    config, host = app.prepare(args.config)
+    app.setup_logging(config.logging.level)
+    return app.run(config, host)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from firmware_app import app
+
+    path = args.path or args.config
+    config, host = app.prepare(path)
+    print(f"{path}: OK (account {config.account.user}@{config.domain}, plugins: {', '.join(host.names()) or 'none'})")
+    return 0
+
+
+def _send(args: argparse.Namespace, message: dict[str, Any]) -> Any:
+    reply = control.request(_socket(args), message)
+    if not reply.get("ok"):
+        raise FirmwareAppError(reply.get("error", "the phone refused"))
+    return reply.get("result")
+
+
+def _print(result: Any) -> None:
+    if result is not None:
+        print(json.dumps(result, indent=2) if isinstance(result, (dict, list)) else result)
+
+
+def _simple(cmd: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        message: dict[str, Any] = {"cmd": cmd}
+        if getattr(args, "call", None) is not None:
+            message["call"] = args.call
+        if getattr(args, "code", None) is not None:
+            message["code"] = args.code
+        _print(_send(args, message))
+        return 0
+
+    return run
+
+
+def _status(args: argparse.Namespace) -> int:
+    _print(_send(args, {"cmd": "status"}))
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    _print(_send(args, {"cmd": "call", "uri": args.uri}))
+    return 0
+
+
+def _press(args: argparse.Namespace) -> int:
+    result = _send(args, {"cmd": "press", "button": args.button, "gesture": args.gesture, "source": args.source})
+    print(result["action"] or "no action for this gesture now")
+    return 0
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    _print(_send(args, {"cmd": "transfer", "target": args.target}))
+    return 0
+
+
+def _action(args: argparse.Namespace) -> int:
+    _print(_send(args, {"cmd": "action", "name": args.name}))
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    for event in control.stream_events(_socket(args)):
+        print(json.dumps(event), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

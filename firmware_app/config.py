@@ -1,0 +1,304 @@
+"""The phone's configuration: one TOML file, a separate secrets file, and one clear line per mistake.
+
+msgspec does the type checking (it is small, fast and reports the path of a bad value); this module turns
+its reports into ``FILE: KEY: what was expected``. Plugins own the top-level tables they ask for through
+:meth:`Config.section`; a table that nobody asked for is reported, so a misspelt section never goes unseen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from firmware_app.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_PATH = Path("/etc/firmware-app/config.toml")
+#: Name of the systemd credential (LoadCredential=) that may hold the secrets instead of a file.
+CREDENTIAL_NAME = "firmware-app-secrets"
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Base of every configuration table: unknown keys are mistakes."""
+
+
+class Account(_Table):
+    registrar: Annotated[str, Meta(min_length=1)]  # "pbx.example", "pbx.example:5070" or "sip:pbx.example"
+    user: Annotated[str, Meta(min_length=1)]
+    auth_user: str = ""  # defaults to user
+    display_name: str = ""
+    domain: str = ""  # the account's SIP domain; defaults to the registrar's host[:port]
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    local_port: Port = 5060  # 0 lets the system choose
+    bind_address: str = ""  # empty: every address
+    reg_expiry: Annotated[int, Meta(ge=30, le=86400)] = 300
+    retry_interval: Annotated[int, Meta(ge=1, le=3600)] = 30  # first retry after a failed registration
+    retry_max: Annotated[int, Meta(ge=1, le=86400)] = 300  # the backoff never waits longer than this
+    reject_code: Annotated[int, Meta(ge=400, le=699)] = 486
+    secrets_file: str = "secrets.toml"  # relative to the configuration file's folder
+
+
+class Logging(_Table):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    sip_trace: bool = False  # log every SIP message (passwords are never in them: digest only)
+    pjsip_level: Annotated[int, Meta(ge=0, le=6)] = 1
+
+
+class Plugins(_Table):
+    disable: list[str] = []  # plugin names not to load
+    only: list[str] | None = None  # when set, load just these (tests, minimal devices)
+
+
+class Control(_Table):
+    socket: str = "/run/firmware-app/control.sock"
+
+
+class Audio(_Table):
+    capture_device: str = "default"  # ALSA name, or part of a card's name
+    playback_device: str = "default"
+    clock_rate: Annotated[int, Meta(ge=8000, le=48000)] = 16000
+    snd_clock_rate: Annotated[int, Meta(ge=0, le=48000)] = 0  # 0: same as clock_rate
+    ec_tail_ms: Annotated[int, Meta(ge=0, le=500)] = 0  # a headset has no echo path
+
+
+class Core(_Table):
+    """The tables the core reads itself."""
+
+    account: Account
+    logging: Logging = Logging()
+    plugins: Plugins = Plugins()
+    control: Control = Control()
+    audio: Audio = Audio()
+
+
+_CORE_SECTIONS = frozenset(f for f in Core.__struct_fields__)
+
+
+class Config:
+    """A loaded configuration: the core's tables typed, plugins' tables handed out by name."""
+
+    def __init__(self, path: Path, raw: dict[str, Any], core: Core, password: str) -> None:
+        self.path = path
+        self.raw = raw
+        self.account = core.account
+        self.logging = core.logging
+        self.plugins = core.plugins
+        self.control = core.control
+        self.audio = core.audio
+        self._password = password
+        self._claimed: set[str] = set(_CORE_SECTIONS)
+        #: Names of every action the loaded plugins offer, once they are loaded (None before).
+        self.known_actions: set[str] | None = None
+
+    def __repr__(self) -> str:  # never the password
+        return f"Config({str(self.path)!r})"
+
+    @property
+    def password(self) -> str:
+        return self._password
+
+    @property
+    def domain(self) -> str:
+        """The account's SIP domain: what a bare extension is completed with."""
+        return self.account.domain or registrar_hostport(self.account.registrar)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A plugin's own top-level table (empty when absent); marks it as known."""
+        self._claimed.add(name)
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(str(self.path), name, f"expected a table, got {_kind(value)}")
+        return value
+
+    def convert(self, data: Any, type_: type[T], key: str) -> T:
+        """Check ``data`` (found at ``key`` in this file) against ``type_``; see :func:`convert`."""
+        return convert(data, type_, str(self.path), key)
+
+    def check_unclaimed(self) -> None:
+        """Report a top-level table that neither the core nor any loaded plugin reads."""
+        for name in self.raw:
+            if name not in self._claimed:
+                known = ", ".join(sorted(self._claimed))
+                raise ConfigError(str(self.path), name, f"unknown section (known here: {known})")
+
+
+def registrar_hostport(registrar: str) -> str:
+    value = re.sub(r"^sips?:", "", registrar)
+    return value.split(";", 1)[0]
+
+
+def complete_uri(target: str, domain: str) -> str:
+    """A SIP URI from what a person wrote: a URI as it is, ``895`` or ``895@host`` completed."""
+    target = target.strip()
+    if target.startswith(("sip:", "sips:", "tel:")):
+        return target
+    if "@" in target:
+        return f"sip:{target}"
+    return f"sip:{target}@{domain}"
+
+
+def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
+    """Load and check the configuration file (and, with ``secrets``, the password)."""
+    path = Path(path)
+    file = str(path)
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except PermissionError:
+        raise ConfigError(file, "", "cannot be read (permission denied)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(file, "", f"not valid TOML: {e}") from None
+    core_raw = {k: v for k, v in raw.items() if k in _CORE_SECTIONS}
+    if "account" not in core_raw:
+        raise ConfigError(file, "account", "required table is missing ([account] with registrar and user)")
+    core = convert(core_raw, Core, file, "")
+    password = load_password(path, core.account) if secrets else ""
+    return Config(path, raw, core, password)
+
+
+def load_password(config_path: Path, account: Account) -> str:
+    """The SIP password, from a systemd credential or the secrets file (which others must not read)."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / CREDENTIAL_NAME).is_file():
+        secrets_path = Path(cred_dir) / CREDENTIAL_NAME
+    else:
+        secrets_path = config_path.parent / account.secrets_file
+        try:
+            mode = secrets_path.stat().st_mode
+        except FileNotFoundError:
+            raise ConfigError(
+                str(secrets_path), "", 'secrets file not found (it holds password = "..." for the account)'
+            ) from None
+        if mode & (stat.S_IROTH | stat.S_IWOTH):
+            raise ConfigError(
+                str(secrets_path), "", f"readable by others (mode {stat.S_IMODE(mode):04o}); chmod 0640 or 0600 it"
+            )
+    file = str(secrets_path)
+    try:
+        with secrets_path.open("rb") as f:
+            data = tomllib.load(f)
+    except PermissionError:
+        raise ConfigError(file, "", "cannot be read (permission denied)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(file, "", f"not valid TOML: {e}") from None
+    password = data.get("password")
+    if not isinstance(password, str) or not password:
+        raise ConfigError(file, "password", "expected a non-empty string")
+    unknown = set(data) - {"password"}
+    if unknown:
+        raise ConfigError(file, sorted(unknown)[0], "unknown key (only password belongs here)")
+    return password
+
+
+# --- turning msgspec's reports into FILE: KEY: expectation -----------------------------------------------
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def convert(data: Any, type_: type[T], file: str, key: str) -> T:
+    """Check ``data`` against ``type_`` (a msgspec Struct); a mistake raises one ConfigError line."""
+    try:
+        return msgspec.convert(data, type_, str_keys=True)
+    except msgspec.ValidationError as e:
+        m = _AT.match(str(e))
+        assert m is not None
+        msg, path = m["msg"], _dotted(m["path"] or "")
+        full = ".".join(p for p in (key, path) if p)
+        raise _explain(msg, full, path, type_, file) from None
+
+
+def _dotted(path: str) -> str:
+    return re.sub(r"^\.", "", path)
+
+
+def _explain(msg: str, full: str, path: str, root: type, file: str) -> ConfigError:
+    if m := re.match(r"Object missing required field `(\w+)`", msg):
+        return ConfigError(file, _join(full, m[1]), "is required")
+    if m := re.match(r"Object contains unknown field `([^`]+)`", msg):
+        fields = _fields_at(root, path)
+        hint = f" (expected one of: {', '.join(fields)})" if fields else ""
+        return ConfigError(file, _join(full, m[1]), f"unknown key{hint}")
+    if msg.startswith("Invalid enum value"):
+        options = _literal_at(root, path)
+        got = msg.split("value", 1)[1].strip()
+        if options:
+            return ConfigError(file, full, f"expected one of {', '.join(map(repr, options))}, got {got}")
+    if m := re.match(r"Expected `(\w+)`, got `(\w+)`", msg):
+        return ConfigError(file, full, f"expected {_NAMES.get(m[1], m[1])}, got {_NAMES.get(m[2], m[2])}")
+    msg = re.sub(r"`(\w+)`", lambda m: _NAMES.get(m[1], m[1]), msg)
+    return ConfigError(file, full, msg[0].lower() + msg[1:])
+
+
+_NAMES = {
+    "int": "an integer",
+    "str": "a string",
+    "bool": "true or false",
+    "float": "a number",
+    "array": "a list",
+    "object": "a table",
+    "null": "nothing",
+}
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}.{b}" if a else b
+
+
+def _type_at(root: Any, path: str) -> Any:
+    t = root
+    for part in [p for p in re.split(r"\.|\[\d+\]", path) if p]:
+        t = _unwrap(t)
+        if isinstance(t, type) and issubclass(t, msgspec.Struct):
+            t = typing.get_type_hints(t, include_extras=True).get(part)
+        elif typing.get_origin(t) is dict:
+            t = typing.get_args(t)[1]
+        else:
+            return None
+    return _unwrap(t)
+
+
+def _unwrap(t: Any) -> Any:
+    while True:
+        origin = typing.get_origin(t)
+        if origin is Annotated:
+            t = typing.get_args(t)[0]
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(t) if a is not type(None)]
+            if len(args) != 1:
+                return t
+            t = args[0]
+        elif origin is list:
+            t = typing.get_args(t)[0]
+        else:
+            return t
+
+
+def _fields_at(root: Any, path: str) -> tuple[str, ...]:
+    t = _type_at(root, path)
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        return t.__struct_fields__
+    return ()
+
+
+def _literal_at(root: Any, path: str) -> tuple[Any, ...]:
+    t = _type_at(root, path)
+    return typing.get_args(t) if typing.get_origin(t) is Literal else ()
+
+
+def _kind(value: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(
+        type(value), type(value).__name__
+    )

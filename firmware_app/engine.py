@@ -1,0 +1,573 @@
+"""The SIP engine: the one owner of every PJSUA2 object in the phone.
+
+Threads (PJSUA2 aborts the process when a thread it does not know touches it, see PJSUA2_NOTES.md):
+
+* The engine thread creates the library and then blocks in ``libHandleEvents`` (no PJSIP worker or media
+  threads, so nothing polls while the phone waits: the idle cost is one wake-up per poll interval).
+* The phone's thread (the asyncio loop that runs the plugins) registers itself with ``libRegisterThread``
+  and calls the engine's command methods directly: PJSUA serialises them with its own locks, and a command
+  reaches the wire at once instead of waiting for the engine thread's next wake-up.
+
+Callbacks arrive on either thread. They copy what they need into plain values and hand them to ``post``
+(thread-safe), nothing more. Only the engine holds ``pjsua2`` objects; a ``Call`` is dropped by
+:meth:`SipEngine.forget` on the phone's thread or at shutdown on the engine thread, never by the garbage
+collector somewhere else.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import pjsua2 as pj
+
+from firmware_app.config import Config, registrar_hostport
+from firmware_app.errors import CommandError, EngineError
+from firmware_app.model import Call, CallState, Direction, Registration, RegistrationState
+
+log = logging.getLogger("firmware_app.engine")
+
+#: Longest time the engine thread blocks before it checks for a stop request and beats its heart.
+POLL_MS = 1000
+
+
+# --- what the engine reports (plain values, safe to hand to any thread) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegEvent:
+    registration: Registration
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    call: Call
+    source: str  # "ip:port" the INVITE came from
+    to_user: str  # the user part of the INVITE's request URI
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    call: Call  # SIP-level state: ringing, dialing, connecting, active or ended
+
+
+@dataclass(frozen=True, slots=True)
+class MediaEvent:
+    call_id: int
+    local_hold: bool  # our hold re-INVITE was answered 2xx
+    active: bool  # audio flows both ways
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEvent:
+    call_id: int
+    code: int  # the sipfrag status (100, 180, 200, 486...) or the REFER's own final status
+    reason: str
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequestEvent:
+    """The far end asked this phone to call someone else (we are the transferee)."""
+
+    call_id: int
+    uri: str
+    accepted: bool
+
+
+EngineEvent = Union[RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent]
+
+
+def library_version() -> str:
+    """The PJSIP version of the loaded binding, without starting anything."""
+    ep = pj.Endpoint.instance() if _has_instance() else None
+    if ep is not None:
+        return ep.libVersion().full
+    ep = pj.Endpoint()
+    try:
+        return ep.libVersion().full
+    finally:
+        del ep
+
+
+def _has_instance() -> bool:
+    try:
+        pj.Endpoint.instance()
+    except pj.Error:
+        return False
+    return True
+
+
+_SIP_STATES = {
+    pj.PJSIP_INV_STATE_NULL: CallState.DIALING,
+    pj.PJSIP_INV_STATE_CALLING: CallState.DIALING,
+    pj.PJSIP_INV_STATE_INCOMING: CallState.RINGING,
+    pj.PJSIP_INV_STATE_EARLY: CallState.RINGING,  # DIALING for outgoing calls, see _snapshot
+    pj.PJSIP_INV_STATE_CONNECTING: CallState.CONNECTING,
+    pj.PJSIP_INV_STATE_CONFIRMED: CallState.ACTIVE,
+    pj.PJSIP_INV_STATE_DISCONNECTED: CallState.ENDED,
+}
+
+_NAME_URI = re.compile(r'^\s*(?:"(?P<q>[^"]*)"|(?P<t>[^<]*?))\s*<(?P<uri>[^>]*)>')
+
+
+def split_name_uri(value: str) -> tuple[str, str]:
+    """``'"Alice" <sip:a@b>'`` -> ``("Alice", "sip:a@b")``."""
+    m = _NAME_URI.match(value)
+    if not m:
+        return "", value.strip()
+    return (m["q"] or m["t"] or "").strip(), m["uri"]
+
+
+class _PhoneCall(pj.Call):
+    """A PJSUA2 call that reports what happens to it as plain values."""
+
+    def __init__(self, engine: SipEngine, call_id: int, direction: Direction, pj_call_id: int | None = None):
+        if pj_call_id is None:
+            super().__init__(engine._account)
+        else:
+            super().__init__(engine._account, pj_call_id)
+        self.engine = engine
+        self.id = call_id
+        self.direction = direction
+        self.media_ready = False
+
+    def snapshot(self) -> Call:
+        ci = self.getInfo()
+        state = _SIP_STATES.get(ci.state, CallState.DIALING)
+        if state is CallState.RINGING and self.direction is Direction.OUTGOING:
+            state = CallState.DIALING
+        name, uri = split_name_uri(ci.remoteUri)
+        return Call(
+            id=self.id,
+            direction=self.direction,
+            state=state,
+            remote_uri=uri,
+            remote_name=name,
+            sip_call_id=ci.callIdString,
+            status_code=ci.lastStatusCode,
+            reason=ci.lastReason,
+        )
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            call = self.snapshot()
+            if call.state is CallState.ENDED:
+                self.engine._call_ended(self)
+            self.engine.post(CallEvent(call))
+        except Exception:
+            log.exception("call %s: state callback failed", self.id)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        try:
+            ci = self.getInfo()
+            local_hold = active = False
+            for i, mi in enumerate(ci.media):
+                if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                    continue
+                local_hold = mi.status == pj.PJSUA_CALL_MEDIA_LOCAL_HOLD
+                if mi.status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+                    active = True
+                    self.engine._connect_audio(self, self.getAudioMedia(i))
+            self.engine.post(MediaEvent(self.id, local_hold=local_hold, active=active))
+        except Exception:
+            log.exception("call %s: media callback failed", self.id)
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        try:
+            prm.cont = True  # keep the subscription until the final NOTIFY
+            self.engine.post(TransferEvent(self.id, prm.statusCode, prm.reason, prm.finalNotify))
+        except Exception:
+            log.exception("call %s: transfer status callback failed", self.id)
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        try:
+            _, uri = split_name_uri(prm.dstUri)
+            accepted = self.engine.may_transfer_to(uri)
+            if accepted:
+                prm.newCall = self.engine._new_call(Direction.OUTGOING)
+            else:
+                prm.statusCode = 403
+            self.engine.post(TransferRequestEvent(self.id, uri, accepted))
+        except Exception:
+            prm.statusCode = 500
+            log.exception("call %s: transfer request callback failed", self.id)
+
+    def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:
+        try:
+            prm.newCall = self.engine._new_call(Direction.INCOMING, prm.newCallId)
+        except Exception:
+            log.exception("call %s: replace callback failed", self.id)
+
+
+class _PhoneAccount(pj.Account):
+    def __init__(self, engine: SipEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        try:
+            info = self.getInfo()
+            if prm.code // 100 == 2 and prm.expiration > 0:
+                state = RegistrationState.REGISTERED
+            elif prm.code // 100 == 2:
+                state = RegistrationState.UNREGISTERED
+            else:
+                state = RegistrationState.FAILED
+            reason = prm.reason or (info.regStatusText if prm.code == 0 else "")
+            self.engine.post(RegEvent(Registration(state, prm.code, reason, prm.expiration, info.uri)))
+        except Exception:
+            log.exception("registration callback failed")
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        # Keep a reference at once (a Call dropped here is declined with 603), and answer nothing from
+        # inside this callback: a final response to an INVITE without SDP sent from here aborts PJSUA.
+        try:
+            call = self.engine._new_call(Direction.INCOMING, prm.callId)
+            ruri_user = _request_uri_user(prm.rdata.wholeMsg)
+            self.engine.post(IncomingEvent(call.snapshot(), prm.rdata.srcAddress, ruri_user))
+        except Exception:
+            log.exception("incoming call callback failed")
+
+    def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
+        prm.code = 403  # presence is not offered
+
+
+def _request_uri_user(whole_msg: str) -> str:
+    first = whole_msg.split("\r\n", 1)[0]
+    m = re.match(r"^\S+\s+sips?:([^@;>\s]+)@", first)
+    return m[1] if m else ""
+
+
+class _LogWriter(pj.LogWriter):
+    """PJSIP's log lines into Python logging (any thread: logging is thread-safe)."""
+
+    _LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+
+    def write(self, entry: pj.LogEntry) -> None:
+        try:
+            logging.getLogger("pjsip").log(self._LEVELS.get(entry.level, logging.DEBUG), "%s", entry.msg.rstrip())
+        except Exception:
+            pass
+
+
+class SipEngine:
+    """Owns the PJSUA2 endpoint, transport, account and calls; speaks plain values to everyone else."""
+
+    def __init__(self, config: Config, post: Callable[[EngineEvent], None]) -> None:
+        self.config = config
+        self.post = post
+        self.heartbeat = time.monotonic()
+        self.sound_backend = "none"
+        self.version = ""
+        self._ep: pj.Endpoint | None = None
+        self._account: _PhoneAccount | None = None
+        self._calls: dict[int, _PhoneCall] = {}
+        self._next_id = 1
+        self._null_sound = True
+        self._null_open = False
+        self._writer = _LogWriter()
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stop = threading.Event()
+        self._start_error: BaseException | None = None
+        self._attached: set[int] = set()
+
+    # --- lifecycle (phone thread) -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the engine thread, the library, the transport and the account (registration begins)."""
+        self._thread = threading.Thread(target=self._run, name="sip-engine", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise EngineError("the SIP engine did not start in time")
+        if self._start_error is not None:
+            raise EngineError(f"the SIP engine could not start: {self._start_error}") from self._start_error
+        self.attach_thread()
+
+    def attach_thread(self, name: str = "phone") -> None:
+        """Let the calling thread use PJSUA2 (the phone's loop thread, once)."""
+        ident = threading.get_ident()
+        if ident in self._attached or self._ep is None:
+            return
+        if not self._ep.libIsThreadRegistered():
+            self._ep.libRegisterThread(name)
+        self._attached.add(ident)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the engine thread; it destroys the library. Hang up and unregister before (see Phone)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("the SIP engine thread did not stop within %.0f s", timeout)
+
+    # --- the engine thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._create()
+        except BaseException as e:  # reported by start()
+            self._start_error = e
+            self._started.set()
+            self._destroy()
+            return
+        self._started.set()
+        try:
+            while not self._stop.is_set():
+                self._ep.libHandleEvents(POLL_MS)
+                self.heartbeat = time.monotonic()
+        except Exception:
+            log.exception("the SIP engine loop failed")
+        finally:
+            self._destroy()
+
+    def _create(self) -> None:
+        cfg = self.config
+        ep = self._ep = pj.Endpoint()
+        ep.libCreate()
+        ep_cfg = pj.EpConfig()
+        ua = ep_cfg.uaConfig
+        ua.threadCnt = 0  # no PJSIP worker thread: this thread polls, see the module docstring
+        ua.mainThreadOnly = False
+        ua.maxCalls = 4
+        from firmware_app import __version__
+
+        ua.userAgent = f"firmware-app/{__version__}"
+        med = ep_cfg.medConfig
+        med.hasIoqueue = False  # no media polling thread: RTP is read by this thread too
+        med.threadCnt = 0
+        med.clockRate = cfg.audio.clock_rate
+        med.sndClockRate = cfg.audio.snd_clock_rate
+        med.ecTailLen = cfg.audio.ec_tail_ms
+        med.sndAutoCloseTime = 1
+        lc = ep_cfg.logConfig
+        lc.writer = self._writer
+        lc.decor = 0
+        lc.consoleLevel = 0
+        lc.level = 5 if cfg.logging.sip_trace else cfg.logging.pjsip_level
+        lc.msgLogging = 1 if cfg.logging.sip_trace else 0
+        ep.libInit(ep_cfg)
+        self.version = ep.libVersion().full
+
+        acc_cfg = cfg.account
+        kind = {
+            "udp": pj.PJSIP_TRANSPORT_UDP,
+            "tcp": pj.PJSIP_TRANSPORT_TCP,
+            "tls": pj.PJSIP_TRANSPORT_TLS,
+        }[acc_cfg.transport]
+        tcfg = pj.TransportConfig()
+        tcfg.port = acc_cfg.local_port
+        if acc_cfg.bind_address:
+            tcfg.boundAddress = acc_cfg.bind_address
+        transport_id = ep.transportCreate(kind, tcfg)
+        self._setup_sound()
+        ep.libStart()
+
+        self._account = _PhoneAccount(self)
+        self._account.create(self._account_config(transport_id))
+
+    def _account_config(self, transport_id: int) -> pj.AccountConfig:
+        a = self.config.account
+        domain = self.config.domain
+        param = "" if a.transport == "udp" else f";transport={a.transport}"
+        registrar = f"sip:{registrar_hostport(a.registrar)}{param}"
+        ac = pj.AccountConfig()
+        name = a.display_name.replace('"', "")
+        ac.idUri = f'"{name}" <sip:{a.user}@{domain}>' if name else f"sip:{a.user}@{domain}"
+        ac.regConfig.registrarUri = registrar
+        ac.regConfig.timeoutSec = a.reg_expiry
+        ac.regConfig.retryIntervalSec = 0  # the phone's own bounded backoff decides, also after 401/403
+        ac.regConfig.firstRetryIntervalSec = 0
+        ac.regConfig.dropCallsOnFail = False
+        ac.regConfig.unregWaitMsec = 2000
+        ac.sipConfig.proxies.append(f"sip:{registrar_hostport(a.registrar)}{param};lr")
+        ac.sipConfig.transportId = transport_id
+        ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", a.auth_user or a.user, 0, self.config.password))
+        ac.presConfig.publishEnabled = False
+        ac.mwiConfig.enabled = False
+        ac.natConfig.iceEnabled = False
+        ac.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
+        ac.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
+        return ac
+
+    def _setup_sound(self) -> None:
+        adm = self._ep.audDevManager()
+        if adm.getDevCount() == 0:
+            self._null_sound = True
+            self.sound_backend = "null"
+            log.info("no sound device in this PJSUA2 build or machine: calls use the null audio device")
+        else:
+            self._null_sound = False
+            self.sound_backend = "alsa"
+        # Between calls nothing should tick: the null device's clock alone costs 0.5 % of a core.
+        if self._null_sound:
+            adm.setNoDev()
+
+    def _destroy(self) -> None:
+        ep = self._ep
+        if ep is None:
+            return
+        try:
+            if self._calls:
+                ep.hangupAllCalls()
+                deadline = time.monotonic() + 2.0
+                while any(c.isActive() for c in self._calls.values()) and time.monotonic() < deadline:
+                    ep.libHandleEvents(20)
+            self._calls.clear()
+            # A saved traceback can keep a Call alive past libDestroy, which aborts (PJSUA2_NOTES rule 8).
+            sys.last_traceback = sys.last_value = sys.last_type = None
+            gc.collect()
+            self._account = None
+            gc.collect()
+            ep.libDestroy()
+        except Exception:
+            log.exception("the SIP engine did not shut down cleanly")
+        finally:
+            self._ep = None
+
+    # --- called from callbacks ----------------------------------------------------------------------------
+
+    def _new_call(self, direction: Direction, pj_call_id: int | None = None) -> _PhoneCall:
+        call = _PhoneCall(self, self._next_id, direction, pj_call_id)
+        self._next_id += 1
+        self._calls[call.id] = call
+        return call
+
+    def _connect_audio(self, call: _PhoneCall, media: pj.AudioMedia) -> None:
+        adm = self._ep.audDevManager()
+        if self._null_sound and not self._null_open:
+            adm.setNullDev()
+            self._null_open = True
+        media.startTransmit(adm.getPlaybackDevMedia())
+        adm.getCaptureDevMedia().startTransmit(media)
+        call.media_ready = True
+
+    def _call_ended(self, call: _PhoneCall) -> None:
+        if self._null_sound and self._null_open and not any(
+            c.media_ready and c is not call and c.isActive() for c in self._calls.values()
+        ):
+            self._ep.audDevManager().setNoDev()
+            self._null_open = False
+
+    def may_transfer_to(self, uri: str) -> bool:
+        """Whether the far end may send this phone to ``uri`` (REFER received): same domain only."""
+        host = re.sub(r"^sips?:(?:[^@]*@)?", "", uri).split(";", 1)[0].split(">", 1)[0]
+        return host.lower() == self.config.domain.lower()
+
+    # --- commands (phone thread) --------------------------------------------------------------------------
+
+    def _call(self, call_id: int) -> _PhoneCall:
+        if self._ep is None or self._stop.is_set():
+            raise CommandError("the SIP engine is not running")
+        try:
+            return self._calls[call_id]
+        except KeyError:
+            raise CommandError(f"no call {call_id}") from None
+
+    def _do(self, what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except pj.Error as e:
+            raise CommandError(f"{what}: {e.reason}") from None
+
+    def register(self) -> None:
+        if self._account is not None and not self._stop.is_set():
+            self._do("register", lambda: self._account.setRegistration(True))
+
+    def unregister(self) -> bool:
+        """Send the un-REGISTER; False when there was no registration to remove."""
+        if self._account is None or self._stop.is_set():
+            return False
+        if not self._account.getInfo().regIsActive:
+            return False
+        self._do("unregister", lambda: self._account.setRegistration(False))
+        return True
+
+    def ring(self, call_id: int) -> None:
+        self._answer(call_id, 180)
+
+    def answer(self, call_id: int) -> None:
+        self._answer(call_id, 200)
+
+    def reject(self, call_id: int, code: int) -> None:
+        self._answer(call_id, code)
+
+    def _answer(self, call_id: int, code: int) -> None:
+        call = self._call(call_id)
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        self._do(f"answer {code}", lambda: call.answer(prm))
+
+    def hangup(self, call_id: int) -> None:
+        call = self._call(call_id)
+        prm = pj.CallOpParam()
+        self._do("hang up", lambda: call.hangup(prm))
+
+    def hangup_all(self) -> None:
+        if self._ep is not None and not self._stop.is_set():
+            self._ep.hangupAllCalls()
+
+    def make_call(self, uri: str) -> int:
+        if self._account is None or self._stop.is_set():
+            raise CommandError("the SIP engine is not running")
+        call = self._new_call(Direction.OUTGOING)
+        prm = pj.CallOpParam(True)
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        try:
+            call.makeCall(uri, prm)
+        except pj.Error as e:
+            self._calls.pop(call.id, None)
+            raise CommandError(f"cannot call {uri}: {e.reason}") from None
+        return call.id
+
+    def hold(self, call_id: int) -> None:
+        call = self._call(call_id)
+        self._do("hold", lambda: call.setHold(pj.CallOpParam()))
+
+    def unhold(self, call_id: int) -> None:
+        call = self._call(call_id)
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        self._do("resume", lambda: call.reinvite(prm))
+
+    def transfer(self, call_id: int, uri: str) -> None:
+        """Send REFER with ``Refer-To: <uri>`` and ``Referred-By`` (RFC 3515, RFC 3892)."""
+        call = self._call(call_id)
+        prm = pj.CallOpParam(True)
+        referred_by = pj.SipHeader()
+        referred_by.hName = "Referred-By"
+        referred_by.hValue = f"<sip:{self.config.account.user}@{self.config.domain}>"
+        prm.txOption.headers.append(referred_by)
+        self._do("transfer", lambda: call.xfer(f"<{uri}>", prm))
+
+    def transfer_replaces(self, call_id: int, other_id: int) -> None:
+        """Attended transfer: REFER the far end of ``call_id`` to ``other_id``'s party (RFC 3891)."""
+        call, other = self._call(call_id), self._call(other_id)
+        self._do("attended transfer", lambda: call.xferReplaces(other, pj.CallOpParam(True)))
+
+    def set_mic_muted(self, call_id: int, muted: bool) -> None:
+        """Mute what the call sends (the level the call's port takes from the conference bridge)."""
+        call = self._call(call_id)
+        ci = call.getInfo()
+        for i, mi in enumerate(ci.media):
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status in (
+                pj.PJSUA_CALL_MEDIA_ACTIVE,
+                pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+            ):
+                self._do("mute", lambda: call.getAudioMedia(i).adjustRxLevel(0.0 if muted else 1.0))
+
+    def forget(self, call_id: int) -> None:
+        """Drop an ended call (on the phone's thread, which PJSIP knows)."""
+        self._calls.pop(call_id, None)

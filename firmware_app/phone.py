@@ -1,0 +1,546 @@
+"""The phone: calls, actions and events on one asyncio thread, between the SIP engine and the plugins.
+
+Everything here runs on the loop thread. The engine's callbacks arrive through ``call_soon_threadsafe``;
+input plugins hand button events over with :meth:`Phone.input`, which is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from firmware_app import engine as eng
+from firmware_app.config import Config, complete_uri
+from firmware_app.errors import CommandError
+from firmware_app.hookspecs import ActionHandler
+from firmware_app.model import (
+    ButtonEvent,
+    Call,
+    CallState,
+    Direction,
+    IncomingAction,
+    PhoneState,
+    Registration,
+    RegistrationState,
+    TransferStatus,
+    to_json,
+)
+from firmware_app.plugins import PluginHost
+
+log = logging.getLogger("firmware_app.phone")
+
+EventListener = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class _CallRecord:
+    sip: Call  # the engine's latest view
+    held: bool = False
+    transferring: bool = False
+    muted: bool = False
+    media_active: bool = False
+    hold_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+    transfer_events: asyncio.Queue[eng.TransferEvent] | None = None
+
+    def view(self) -> Call:
+        state = self.sip.state
+        if state is CallState.ACTIVE and self.transferring:
+            state = CallState.TRANSFERRING
+        elif state is CallState.ACTIVE and self.held:
+            state = CallState.HELD
+        return dataclasses.replace(self.sip, state=state, mic_muted=self.muted)
+
+
+class Phone:
+    """What plugins and the control socket hold: the phone's calls, actions and event stream."""
+
+    def __init__(self, config: Config, plugins: PluginHost) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.engine: eng.SipEngine | None = None
+        self.registration = Registration(RegistrationState.UNREGISTERED)
+        self.state = PhoneState.IDLE
+        self._calls: dict[int, _CallRecord] = {}
+        self._actions: dict[str, tuple[str, ActionHandler]] = {}
+        self._listeners: list[EventListener] = []
+        self._reg_failures = 0
+        self._reg_retry: asyncio.TimerHandle | None = None
+        self._reg_waiters: list[asyncio.Future[Registration]] = []
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.plugins.register_actions(self._register_action)
+        self.engine = eng.SipEngine(self.config, self._post_from_engine)
+        await self.loop.run_in_executor(None, self.engine.start)
+        self.engine.attach_thread()
+        self._set_registration(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
+        log.info(
+            "phone up: PJSIP %s, sound %s, plugins %s",
+            self.engine.version,
+            self.engine.sound_backend,
+            ", ".join(self.plugins.names()) or "none",
+        )
+        self.plugins.startup(self)
+
+    async def stop(self) -> None:
+        """Hang up every call, un-REGISTER, stop the plugins (in reverse order), then the engine."""
+        if self._stopping or self.engine is None:
+            return
+        self._stopping = True
+        if self._reg_retry:
+            self._reg_retry.cancel()
+        live = [r for r in self._calls.values() if r.sip.state is not CallState.ENDED]
+        if live:
+            self.engine.hangup_all()
+            deadline = time.monotonic() + 3.0
+            while any(r.sip.state is not CallState.ENDED for r in self._calls.values()):
+                if time.monotonic() > deadline:
+                    log.warning("calls did not end within 3 s of hanging up")
+                    break
+                await asyncio.sleep(0.02)
+        waiter = self.loop.create_future()
+        self._reg_waiters.append(waiter)
+        try:
+            if self.engine.unregister():
+                await asyncio.wait_for(waiter, 3.0)
+        except (asyncio.TimeoutError, CommandError) as e:
+            log.warning("un-REGISTER was not confirmed: %s", e or "no answer within 3 s")
+        self.plugins.shutdown(self)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.loop.run_in_executor(None, self.engine.stop)
+        self._emit("stopped")
+
+    # --- what plugins and the control socket use --------------------------------------------------------
+
+    @property
+    def account_uri(self) -> str:
+        return f"sip:{self.config.account.user}@{self.config.domain}"
+
+    def calls(self) -> list[Call]:
+        return [r.view() for r in self._calls.values() if r.sip.state is not CallState.ENDED]
+
+    def get_call(self, call_id: int) -> Call | None:
+        r = self._calls.get(call_id)
+        return r.view() if r else None
+
+    def current_call(self, *states: CallState) -> Call:
+        """The call a button acts on: the ringing one first, then the one in progress."""
+        calls = self.calls()
+        if states:
+            calls = [c for c in calls if c.state in states]
+        for wanted in (CallState.RINGING, CallState.ACTIVE, CallState.TRANSFERRING, CallState.HELD):
+            for c in calls:
+                if c.state is wanted:
+                    return c
+        if calls:
+            return calls[0]
+        what = " or ".join(states) if states else "any"
+        raise CommandError(f"no call ({what}) to act on")
+
+    def complete_uri(self, target: str) -> str:
+        return complete_uri(target, self.config.domain)
+
+    def answer(self, call_id: int | None = None) -> Call:
+        call = self._pick(call_id, CallState.RINGING)
+        self._engine().answer(call.id)
+        log.info("call %s: answering %s", call.id, call.remote_uri)
+        return call
+
+    def reject(self, call_id: int | None = None, code: int | None = None) -> Call:
+        call = self._pick(call_id, CallState.RINGING)
+        self._engine().reject(call.id, code or self.config.account.reject_code)
+        log.info("call %s: rejected %s", call.id, call.remote_uri)
+        return call
+
+    def hangup(self, call_id: int | None = None) -> Call:
+        call = self._pick(call_id)
+        self._engine().hangup(call.id)
+        log.info("call %s: hanging up", call.id)
+        return call
+
+    def dial(self, target: str) -> int:
+        uri = self.complete_uri(target)
+        if any(c.state is not CallState.HELD for c in self.calls()):
+            raise CommandError("a call is already in progress")
+        call_id = self._engine().make_call(uri)
+        log.info("call %s: calling %s", call_id, uri)
+        return call_id
+
+    async def hold(self, call_id: int | None = None, timeout: float = 5.0) -> bool:
+        """Put a call on hold and wait until the far end confirmed it (2xx to the re-INVITE)."""
+        call = self._pick(call_id, CallState.ACTIVE, CallState.TRANSFERRING, CallState.HELD)
+        record = self._calls[call.id]
+        if record.held:
+            return True
+        waiter = self._loop().create_future()
+        record.hold_waiters.append(waiter)
+        self._engine().hold(call.id)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if waiter in record.hold_waiters:
+                record.hold_waiters.remove(waiter)
+
+    def resume(self, call_id: int | None = None) -> Call:
+        call = self._pick(call_id, CallState.HELD, CallState.TRANSFERRING, CallState.ACTIVE)
+        record = self._calls[call.id]
+        record.held = False
+        self._engine().unhold(call.id)
+        self._changed(record)
+        return call
+
+    def set_mic_muted(self, muted: bool, call_id: int | None = None) -> Call:
+        call = self._pick(call_id, CallState.ACTIVE, CallState.HELD, CallState.TRANSFERRING)
+        record = self._calls[call.id]
+        self._engine().set_mic_muted(call.id, muted)
+        record.muted = muted
+        self._changed(record)
+        return record.view()
+
+    def set_transferring(self, call_id: int, transferring: bool) -> None:
+        record = self._calls.get(call_id)
+        if record is None or record.transferring == transferring:
+            return
+        record.transferring = transferring
+        self._changed(record)
+
+    async def refer(self, call_id: int, uri: str, on_progress: Callable[[int, str], None] | None = None) -> tuple[int, str]:
+        """Send REFER and wait for the transfer's first final outcome: ``(status, reason)``.
+
+        Progress (100 Trying, 180 Ringing) is passed to ``on_progress``. PJSIP may report a second,
+        synthetic final outcome when the subscription ends; only the first counts. Returns ``(0, reason)``
+        when the call ended first. The caller bounds the wait (``asyncio.wait_for``).
+        """
+        record = self._calls.get(call_id)
+        if record is None or record.sip.state is CallState.ENDED:
+            raise CommandError(f"no call {call_id}")
+        queue: asyncio.Queue[eng.TransferEvent] = asyncio.Queue()
+        record.transfer_events = queue
+        try:
+            self._engine().transfer(call_id, uri)
+            while True:
+                event = await queue.get()
+                if event.call_id == -1:
+                    return 0, "the call ended during the transfer"
+                # PJSIP reports the REFER's 202 as progress "100 Accepted"; a final status in the sipfrag
+                # (2xx or >= 300), a refused REFER, or the subscription's end is the outcome.
+                if event.final or event.code >= 200:
+                    return event.code, event.reason
+                if on_progress is not None:
+                    on_progress(event.code, event.reason)
+        finally:
+            record.transfer_events = None
+
+    def report_transfer(self, status: TransferStatus) -> None:
+        """Tell every plugin and the event stream how a transfer goes (the transfer plugin calls this)."""
+        log.info(
+            "call %s: transfer to %s %s%s",
+            status.call_id,
+            status.label or status.target,
+            status.state,
+            f" ({status.code} {status.reason})" if status.code else "",
+        )
+        self.plugins.transfer_status(status)
+        self._emit("transfer", **to_json(status))
+
+    def transfer_replaces(self, call_id: int, other_id: int) -> None:
+        self._engine().transfer_replaces(call_id, other_id)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a plugin's coroutine on the phone's loop; it is cancelled when the phone stops."""
+        task = self._loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a plugin task failed", exc_info=task.exception())
+
+    # --- actions and input ------------------------------------------------------------------------------
+
+    def _register_action(self, name: str, handler: ActionHandler) -> None:
+        if ":" in name or not name:
+            raise ValueError(f"action names are plain words, not {name!r}")
+        owner = _owner(handler)
+        if name in self._actions:
+            log.warning("action %s of %s replaces the one of %s", name, owner, self._actions[name][0])
+        self._actions[name] = (owner, handler)
+
+    def actions(self) -> list[str]:
+        return sorted(self._actions)
+
+    def has_action(self, action: str) -> bool:
+        return action.partition(":")[0] in self._actions
+
+    async def run_action(self, action: str) -> Any:
+        """Run ``name`` or ``name:argument``; raises CommandError when it cannot be done now."""
+        name, _, argument = action.partition(":")
+        if name not in self._actions:
+            raise CommandError(f"unknown action {name!r} (known: {', '.join(self.actions())})")
+        owner, handler = self._actions[name]
+        log.info("action %s", action)
+        result = handler(self, argument or None)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def input(self, event: ButtonEvent) -> None:
+        """Hand over a button event from any thread (gpiozero, bleak, evdev...)."""
+        self._loop().call_soon_threadsafe(self._on_input, event)
+
+    def wants_double(self, source: str, button: str) -> bool:
+        """Whether a double press of this button means something right now (loop thread)."""
+        return self.plugins.wants_double(source, button, self.state)
+
+    def _on_input(self, event: ButtonEvent) -> tuple[str | None, asyncio.Task[Any] | None]:
+        self._emit("input", source=event.source, button=event.button, gesture=event.gesture.value)
+        action = self.plugins.map_input(event, self.state)
+        if action is None:
+            log.info("%s %s %s: nothing to do while %s", event.source, event.button, event.gesture, self.state)
+            return None, None
+        return action, self.spawn(self._run_input_action(event, action))
+
+    async def press(self, event: ButtonEvent) -> str | None:
+        """The control socket's ``press``: the same path as a physical button; waits for the action."""
+        action, task = self._on_input(event)
+        if task is not None:
+            await asyncio.shield(task)
+        return action
+
+    async def _run_input_action(self, event: ButtonEvent, action: str) -> None:
+        try:
+            await self.run_action(action)
+        except CommandError as e:
+            log.warning("%s %s %s -> %s: %s", event.source, event.button, event.gesture, action, e)
+            self._emit("action_failed", action=action, error=str(e))
+
+    # --- events -----------------------------------------------------------------------------------------
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Put a plugin's own event (``volume``, ``led``...) on the control socket's event stream."""
+        self._emit(event, **fields)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        message = {"event": event, "time": round(time.time(), 6), **fields}
+        for listener in list(self._listeners):
+            try:
+                listener(message)
+            except Exception:
+                log.exception("event listener failed")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "registration": to_json(self.registration),
+            "calls": [to_json(c) for c in self.calls()],
+            "plugins": self.plugins.names(),
+            "actions": self.actions(),
+            "engine": {
+                "pjsip": self.engine.version if self.engine else "",
+                "sound": self.engine.sound_backend if self.engine else "",
+                "alive": bool(self.engine and self.engine.alive),
+            },
+        }
+
+    # --- the engine's reports (loop thread) -------------------------------------------------------------
+
+    def _post_from_engine(self, event: eng.EngineEvent) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_engine_event, event)
+
+    def _on_engine_event(self, event: eng.EngineEvent) -> None:
+        try:
+            match event:
+                case eng.RegEvent(registration=reg):
+                    self._on_registration(reg)
+                case eng.IncomingEvent():
+                    self._on_incoming(event)
+                case eng.CallEvent(call=call):
+                    self._on_call_state(call)
+                case eng.MediaEvent():
+                    self._on_media(event)
+                case eng.TransferEvent():
+                    record = self._calls.get(event.call_id)
+                    if record is not None and record.transfer_events is not None:
+                        record.transfer_events.put_nowait(event)
+                case eng.TransferRequestEvent(call_id=cid, uri=uri, accepted=ok):
+                    log.log(
+                        logging.INFO if ok else logging.WARNING,
+                        "call %s: the far end asks to transfer us to %s: %s",
+                        cid,
+                        uri,
+                        "accepted" if ok else "refused (not in this phone's domain)",
+                    )
+                    self._emit("transfer_request", call_id=cid, uri=uri, accepted=ok)
+        except Exception:
+            log.exception("handling %s failed", type(event).__name__)
+
+    def _on_registration(self, reg: Registration) -> None:
+        if reg.state is RegistrationState.REGISTERED:
+            self._reg_failures = 0
+            if self.registration.state is not RegistrationState.REGISTERED:
+                log.info("registered as %s (expires %s s)", reg.uri, reg.expires)
+        elif reg.state is RegistrationState.FAILED:
+            self._reg_failures += 1
+            delay = min(self.config.account.retry_interval * 2 ** (self._reg_failures - 1), self.config.account.retry_max)
+            auth = " (check the account's user and password)" if reg.code in (401, 403, 407) else ""
+            log.error("registration failed: %s %s%s; retrying in %s s", reg.code, reg.reason, auth, delay)
+            if not self._stopping:
+                if self._reg_retry:
+                    self._reg_retry.cancel()
+                self._reg_retry = self._loop().call_later(delay, self._retry_registration)
+        elif reg.state is RegistrationState.UNREGISTERED:
+            log.info("unregistered")
+        self._set_registration(reg)
+        for waiter in self._reg_waiters:
+            if not waiter.done() and reg.state is not RegistrationState.REGISTERED:
+                waiter.set_result(reg)
+        self._reg_waiters = [w for w in self._reg_waiters if not w.done()]
+
+    def _retry_registration(self) -> None:
+        self._reg_retry = None
+        if self._stopping:
+            return
+        try:
+            self._set_registration(dataclasses.replace(self.registration, state=RegistrationState.REGISTERING))
+            self._engine().register()
+        except CommandError as e:
+            log.error("registration retry failed: %s", e)
+
+    def _set_registration(self, reg: Registration) -> None:
+        previous = self.registration
+        self.registration = reg
+        if reg != previous:
+            self.plugins.registration_changed(reg)
+            self._emit("registration", **to_json(reg))
+
+    def _on_incoming(self, event: eng.IncomingEvent) -> None:
+        call = event.call
+        if self._stopping:
+            self._engine().reject(call.id, 503)
+            return
+        busy = [r for r in self._calls.values() if r.sip.state is not CallState.ENDED]
+        record = _CallRecord(call)
+        self._calls[call.id] = record
+        if busy:
+            log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
+            self._engine().reject(call.id, 486)
+            return
+        self._changed(record, previous=None)
+        decision = self.plugins.incoming_call(record.view()) or IncomingAction.RING
+        log.info("call %s from %s: %s", call.id, call.remote_uri, decision)
+        if decision is IncomingAction.ANSWER:
+            self._engine().answer(call.id)
+        elif decision is IncomingAction.REJECT:
+            self._engine().reject(call.id, self.config.account.reject_code)
+        else:
+            self._engine().ring(call.id)
+
+    def _on_call_state(self, call: Call) -> None:
+        record = self._calls.get(call.id)
+        if record is None:  # an outgoing call (or one a REFER made): first news of it
+            record = self._calls[call.id] = _CallRecord(call)
+            self._changed(record, previous=None)
+            return
+        previous = record.view().state
+        record.sip = call
+        if call.state is CallState.ENDED:
+            record.held = record.transferring = False
+            for waiter in record.hold_waiters:
+                if not waiter.done():
+                    waiter.set_result(False)
+            if record.transfer_events is not None:
+                record.transfer_events.put_nowait(eng.TransferEvent(-1, 0, "call ended", True))
+            log.info("call %s: ended (%s %s)", call.id, call.status_code, call.reason)
+        self._changed(record, previous=previous)
+        if call.state is CallState.ENDED:
+            self._calls.pop(call.id, None)
+            self._engine().forget(call.id)
+
+    def _on_media(self, event: eng.MediaEvent) -> None:
+        record = self._calls.get(event.call_id)
+        if record is None:
+            return
+        record.media_active = event.active
+        if event.local_hold:
+            record.held = True
+            for waiter in record.hold_waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
+        elif event.active:
+            record.held = False
+        self._changed(record)
+
+    def _changed(self, record: _CallRecord, previous: CallState | None | type[...] = ...) -> None:
+        call = record.view()
+        if previous is ...:
+            previous = call.state  # a flag changed (held, muted): report it anyway
+        self.plugins.call_state_changed(call, previous)  # type: ignore[arg-type]
+        self._emit("call", **to_json(call))
+        self._update_state()
+
+    def _update_state(self) -> None:
+        views = [r.view() for r in self._calls.values() if r.sip.state is not CallState.ENDED]
+        states = {c.state for c in views}
+        if CallState.TRANSFERRING in states:
+            state = PhoneState.TRANSFERRING
+        elif states & {CallState.ACTIVE, CallState.CONNECTING, CallState.DIALING}:
+            state = PhoneState.IN_CALL
+        elif CallState.HELD in states:
+            state = PhoneState.ON_HOLD
+        elif CallState.RINGING in states:
+            state = PhoneState.RINGING
+        else:
+            state = PhoneState.IDLE
+        if state is not self.state:
+            previous, self.state = self.state, state
+            log.info("phone %s", state)
+            self.plugins.phone_state_changed(state, previous)
+            self._emit("state", state=state.value, previous=previous.value)
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    def _pick(self, call_id: int | None, *states: CallState) -> Call:
+        if call_id is None:
+            return self.current_call(*states)
+        call = self.get_call(call_id)
+        if call is None or call.state is CallState.ENDED:
+            raise CommandError(f"no call {call_id}")
+        if states and call.state not in states:
+            raise CommandError(f"call {call_id} is {call.state}, not {' or '.join(states)}")
+        return call
+
+    def _engine(self) -> eng.SipEngine:
+        if self.engine is None:
+            raise CommandError("the phone is not running")
+        return self.engine
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            raise CommandError("the phone is not running")
+        return self.loop
+
+
+def _owner(handler: Any) -> str:
+    module = getattr(handler, "__module__", None) or type(handler).__module__
+    return module.split(".")[0]

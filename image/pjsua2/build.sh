@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds PJSUA2 (pjproject 2.17, ALSA, system OpenSSL 3) from Debian's source archive and installs the
+# Python binding into a virtualenv. The same recipe serves CI (x86_64) and the device image (arm64).
+#
+#   image/pjsua2/build.sh VENV_PYTHON [CACHE_DIR]
+#
+# The build is cached in CACHE_DIR (default /var/cache/firmware-app/pjsua2) keyed by the source tarball's
+# hash and the Python version, so a second run only copies the binding (seconds).
+set -euo pipefail
+
+python=${1:?usage: build.sh VENV_PYTHON [CACHE_DIR]}
+cache=${2:-/var/cache/firmware-app/pjsua2}
+mirror=${PJSUA2_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+jobs=${PJSUA2_JOBS:-$(nproc)}
+
+log() { printf 'pjsua2-build: %s\n' "$*" >&2; }
+
+pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+arch=$(uname -m)
+mkdir -p "$cache"
+
+# 1. Fetch the asterisk source package's pjproject component from sid, with a private apt state so the
+#    machine's own sources are never touched.
+src_dir="$cache/src"
+tarball=$(ls "$src_dir"/asterisk_*.orig-Xpjproject.tar.xz 2>/dev/null | tail -n 1 || true)
+if [[ -z "$tarball" ]]; then
+    apt_root="$cache/apt"
+    mkdir -p "$apt_root/lists/partial" "$src_dir"
+    echo "deb-src $mirror sid main" > "$apt_root/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_root/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt_root/lists" -o APT::Sandbox::User=root)
+    log "fetching the pjproject source from Debian sid (asterisk source package)"
+    apt-get -qq "${apt_opts[@]}" update
+    (cd "$src_dir" && apt-get -qq "${apt_opts[@]}" source --download-only asterisk >/dev/null)
+    find "$src_dir" -maxdepth 1 -type f ! -name 'asterisk_*.orig-Xpjproject.tar.xz' -delete
+    tarball=$(ls "$src_dir"/asterisk_*.orig-Xpjproject.tar.xz | tail -n 1)
+fi
+sha=$(sha256sum "$tarball" | cut -d' ' -f1)
+log "source $(basename "$tarball") sha256 $sha"
+
+key="$arch-py$pyver-${sha:0:16}"
+out="$cache/out/$key"
+if [[ ! -f "$out/pjsua2.py" ]]; then
+    work="$cache/build/$key"
+    rm -rf "$work" && mkdir -p "$work"
+    tar -xJf "$tarball" -C "$work"
+    top=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+    version=$(sed -n 's/^export PJ_VERSION_MAJOR *:= *//p; s/^export PJ_VERSION_MINOR *:= *//p' "$top/version.mak" | paste -sd.)
+    log "pjproject $version in $top"
+    # The Debian repack drops bundled third-party code and one audio backend the Makefile still lists.
+    cat > "$top/pjlib/include/pj/config_site.h" <<'CFG'
+#define PJMEDIA_HAS_VIDEO 0
+#define PJ_HAS_IPV6 1
+CFG
+    : > "$top/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
+    (
+        cd "$top"
+        ./configure CFLAGS="-O2 -fPIC" CXXFLAGS="-O2 -fPIC" --disable-video --disable-libwebrtc \
+            --disable-libyuv --disable-ilbc-codec --disable-g7221-codec --with-external-gsm \
+            --with-external-speex --with-external-srtp --enable-libsamplerate --enable-speex-resample \
+            >"$work/configure.log" 2>&1
+        make dep >"$work/make-dep.log" 2>&1
+        make -j"$jobs" >"$work/make.log" 2>&1
+        # SWIG picks "python3" from PATH: make it the venv's.
+        bindir=$(dirname "$python")
+        PATH="$bindir:$PATH" make -C pjsip-apps/src/swig/python >"$work/swig.log" 2>&1
+    ) || { log "build failed; logs in $work"; exit 1; }
+    mkdir -p "$out"
+    find "$top/pjsip-apps/src/swig/python/build" -name '_pjsua2*.so' -exec cp {} "$out/" \;
+    cp "$top/pjsip-apps/src/swig/python/pjsua2.py" "$out/"
+    echo "$version $sha" > "$out/VERSION"
+    rm -rf "$work"
+fi
+
+cp "$out"/_pjsua2*.so "$out/pjsua2.py" "$site/"
+# pjsua2.py is a 600 KB generated module: without its .pyc every start recompiles it and RSS grows ~20 MB.
+"$python" -m compileall -q "$site/pjsua2.py"
+"$python" -c 'import pjsua2; print("pjsua2-build: installed pjsua2", open("'"$out/VERSION"'").read().split()[0])' >&2

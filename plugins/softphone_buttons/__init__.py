@@ -1,0 +1,101 @@
+"""Built-in plugin: which action a gesture means in each phone state, from ``[buttons]``.
+
+Defaults follow real headsets: a single press answers a ringing call and hangs up an active one, a long
+press rejects a ringing call and toggles hold in a call, a double press in a call blind-transfers to the
+default target. A hook switch (a level input) answers when lifted (down) and hangs up when put back (up).
+
+```toml
+[buttons.default.in_call]        # for every control
+double = "transfer:agents"
+[buttons.controls.mute.in_call]  # for the control named "mute" only
+single = "mute_call_toggle"
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from firmware_app import hookimpl
+from firmware_app.config import Config
+from firmware_app.errors import ConfigError
+from firmware_app.model import ButtonEvent, Gesture, PhoneState
+
+Mapping = dict[PhoneState, dict[Gesture, str]]
+
+DEFAULTS: Mapping = {
+    PhoneState.IDLE: {},
+    PhoneState.RINGING: {Gesture.SINGLE: "answer", Gesture.LONG: "reject", Gesture.DOWN: "answer"},
+    PhoneState.IN_CALL: {
+        Gesture.SINGLE: "hangup",
+        Gesture.LONG: "hold_toggle",
+        Gesture.DOUBLE: "transfer",
+        Gesture.UP: "hangup",
+    },
+    PhoneState.ON_HOLD: {Gesture.SINGLE: "hangup", Gesture.LONG: "hold_toggle", Gesture.UP: "hangup"},
+    PhoneState.TRANSFERRING: {},
+}
+
+
+class ButtonsPlugin:
+    def __init__(self) -> None:
+        self.default: Mapping = {s: dict(m) for s, m in DEFAULTS.items()}
+        self.controls: dict[str, Mapping] = {}
+
+    @hookimpl
+    def softphone_configure(self, config: Config) -> None:
+        section = config.section("buttons")
+        known = {"default", "controls"}
+        for key in section:
+            if key not in known:
+                raise ConfigError(str(config.path), f"buttons.{key}", "unknown key (expected default or controls)")
+        actions = getattr(config, "known_actions", None)
+        for state, table in _parse(config, section.get("default", {}), "buttons.default", actions).items():
+            self.default[state].update(table)
+        controls = section.get("controls", {})
+        if not isinstance(controls, dict):
+            raise ConfigError(str(config.path), "buttons.controls", "expected a table of controls")
+        for name, value in controls.items():
+            self.controls[name] = _parse(config, value, f"buttons.controls.{name}", actions)
+
+    def lookup(self, button: str, state: PhoneState, gesture: Gesture) -> str | None:
+        for mapping in (self.controls.get(button), self.default):
+            if mapping and gesture in mapping.get(state, {}):
+                action = mapping[state][gesture]
+                return action or None  # "" switches a default off
+        return None
+
+    @hookimpl
+    def softphone_map_input(self, event: ButtonEvent, state: PhoneState) -> str | None:
+        return self.lookup(event.button, state, event.gesture)
+
+    @hookimpl
+    def softphone_wants_double(self, source: str, button: str, state: PhoneState) -> bool | None:
+        return self.lookup(button, state, Gesture.DOUBLE) is not None or None
+
+
+def _parse(config: Config, table: Any, key: str, actions: set[str] | None) -> Mapping:
+    file = str(config.path)
+    if not isinstance(table, dict):
+        raise ConfigError(file, key, "expected a table of phone states")
+    result: Mapping = {}
+    for state_name, gestures in table.items():
+        try:
+            state = PhoneState(state_name)
+        except ValueError:
+            raise ConfigError(file, f"{key}.{state_name}", f"unknown phone state (one of {', '.join(PhoneState)})") from None
+        if not isinstance(gestures, dict):
+            raise ConfigError(file, f"{key}.{state_name}", "expected a table of gesture = action")
+        result[state] = {}
+        for gesture_name, action in gestures.items():
+            where = f"{key}.{state_name}.{gesture_name}"
+            try:
+                gesture = Gesture(gesture_name)
+            except ValueError:
+                raise ConfigError(file, where, f"unknown gesture (one of {', '.join(Gesture)})") from None
+            if not isinstance(action, str):
+                raise ConfigError(file, where, "expected an action name (a string)")
+            if action and actions is not None and action.partition(":")[0] not in actions:
+                raise ConfigError(file, where, f"unknown action {action!r} (known: {', '.join(sorted(actions))})")
+            result[state][gesture] = action
+    return result
