@@ -28,6 +28,7 @@ def prepare(config_path: str, *, secrets: bool = True, strict: bool = False) -> 
     config = cfg.load(config_path, secrets=secrets)
     host = PluginHost(strict=strict)
     host.load_entry_points(config.plugins.disable, config.plugins.only)
+    host.load_modules(config.plugins.modules)
     actions: set[str] = set()
     host.register_actions(lambda name, handler: actions.add(name))
     config.known_actions = actions  # lets plugins check the action names a mapping uses

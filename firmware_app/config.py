@@ -58,6 +58,7 @@ class Logging(_Table):
 class Plugins(_Table):
     disable: list[str] = []  # plugin names not to load
     only: list[str] | None = None  # when set, load just these (tests, minimal devices)
+    modules: list[str] = []  # extra plugins by import name ("package.module" or "package.module:Class")
 
 
 class Control(_Table):

@@ -10,6 +10,7 @@ re-raises instead. ``FIRMWARE_APP_TRACE_HOOKS=1`` logs every hook call.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -58,6 +59,20 @@ class PluginHost:
         for name in sorted(disabled | (wanted or set())):
             if name not in eps:
                 log.warning("plugin %s named in [plugins] is not installed", name)
+
+    def load_modules(self, specs: Iterable[str]) -> None:
+        """Load plugins by import name (``[plugins] modules``), like entry points but without installing."""
+        for spec in specs:
+            module_name, _, attr = spec.partition(":")
+            try:
+                obj: Any = importlib.import_module(module_name)
+                if attr:
+                    obj = getattr(obj, attr)
+                self.register(obj() if isinstance(obj, type) else obj, spec)
+            except Exception:
+                if self.strict:
+                    raise
+                log.exception("plugin %s: could not be loaded; the phone goes on without it", spec)
 
     def register(self, plugin: object, name: str) -> None:
         self.pm.register(plugin, name)
