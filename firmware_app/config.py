@@ -217,8 +217,21 @@ def convert(data: Any, type_: type[T], file: str, key: str) -> T:
         m = _AT.match(str(e))
         assert m is not None
         msg, path = m["msg"], _dotted(m["path"] or "")
+        if "[...]" in path:
+            # msgspec does not name the key of a bad table entry: check the entries one by one.
+            head = path.partition("[...]")[0]
+            container, value_type = _value_at(data, head), _type_at(type_, head)
+            if isinstance(container, dict) and typing.get_origin(value_type) is dict:
+                for name, value in container.items():
+                    convert(value, typing.get_args(value_type)[1], file, _join(_join(key, head), str(name)))
         full = ".".join(p for p in (key, path) if p)
         raise _explain(msg, full, path, type_, file) from None
+
+
+def _value_at(data: Any, path: str) -> Any:
+    for part in [p for p in path.split(".") if p]:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _dotted(path: str) -> str:

@@ -171,7 +171,7 @@ class Phone:
 
     def dial(self, target: str) -> int:
         uri = self.complete_uri(target)
-        if any(c.state is not CallState.HELD for c in self.calls()):
+        if any(c.state not in (CallState.HELD, CallState.TRANSFERRING) for c in self.calls()):
             raise CommandError("a call is already in progress")
         call_id = self._engine().make_call(uri)
         log.info("call %s: calling %s", call_id, uri)
@@ -217,20 +217,35 @@ class Phone:
         record.transferring = transferring
         self._changed(record)
 
-    async def refer(self, call_id: int, uri: str, on_progress: Callable[[int, str], None] | None = None) -> tuple[int, str]:
-        """Send REFER and wait for the transfer's first final outcome: ``(status, reason)``.
+    async def refer(
+        self, call_id: int, uri: str, on_progress: Callable[[int, str], None] | None = None
+    ) -> tuple[int, str]:
+        """Send REFER to ``uri`` and wait for the transfer's first final outcome: ``(status, reason)``.
 
         Progress (100 Trying, 180 Ringing) is passed to ``on_progress``. PJSIP may report a second,
         synthetic final outcome when the subscription ends; only the first counts. Returns ``(0, reason)``
         when the call ended first. The caller bounds the wait (``asyncio.wait_for``).
         """
+        return await self._transfer(call_id, lambda: self._engine().transfer(call_id, uri), on_progress)
+
+    async def refer_replaces(
+        self, call_id: int, other_id: int, on_progress: Callable[[int, str], None] | None = None
+    ) -> tuple[int, str]:
+        """Attended transfer: REFER the far end of ``call_id`` to ``other_id``'s party with Replaces."""
+        return await self._transfer(
+            call_id, lambda: self._engine().transfer_replaces(call_id, other_id), on_progress
+        )
+
+    async def _transfer(
+        self, call_id: int, send: Callable[[], None], on_progress: Callable[[int, str], None] | None
+    ) -> tuple[int, str]:
         record = self._calls.get(call_id)
         if record is None or record.sip.state is CallState.ENDED:
             raise CommandError(f"no call {call_id}")
         queue: asyncio.Queue[eng.TransferEvent] = asyncio.Queue()
         record.transfer_events = queue
         try:
-            self._engine().transfer(call_id, uri)
+            send()
             while True:
                 event = await queue.get()
                 if event.call_id == -1:
@@ -255,9 +270,6 @@ class Phone:
         )
         self.plugins.transfer_status(status)
         self._emit("transfer", **to_json(status))
-
-    def transfer_replaces(self, call_id: int, other_id: int) -> None:
-        self._engine().transfer_replaces(call_id, other_id)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a plugin's coroutine on the phone's loop; it is cancelled when the phone stops."""
