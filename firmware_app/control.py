@@ -31,7 +31,7 @@ class ControlServer:
         self.phone = phone
         self.path = Path(path)
         self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +47,10 @@ class ControlServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for w in list(self._writers):
-                w.close()
+            for task in list(self._handlers):
+                task.cancel()
+            if self._handlers:
+                await asyncio.wait(self._handlers, timeout=1.0)
             self._server = None
         try:
             self.path.unlink()
@@ -61,7 +63,9 @@ class ControlServer:
             await _send(writer, {"ok": False, "error": "permission denied"})
             writer.close()
             return
-        self._writers.add(writer)
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
         try:
             while line := await reader.readline():
                 try:
@@ -77,8 +81,10 @@ class ControlServer:
                 await _send(writer, await self.handle(request))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # the phone is stopping: end the connection quietly
         finally:
-            self._writers.discard(writer)
+            self._handlers.discard(handler)
             writer.close()
 
     async def _stream_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

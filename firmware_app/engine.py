@@ -96,6 +96,18 @@ def library_version() -> str:
         del ep
 
 
+def find_device(devices: list[tuple[str, int, int]], wanted: str, *, capture: bool) -> int | None:
+    """Index of the device called ``wanted`` (exactly, else by a case-insensitive part of its name)."""
+    usable = [(i, name) for i, (name, ins, outs) in enumerate(devices) if (ins if capture else outs) > 0]
+    for i, name in usable:
+        if name == wanted:
+            return i
+    for i, name in usable:
+        if wanted.lower() in name.lower():
+            return i
+    return None
+
+
 def _has_instance() -> bool:
     try:
         pj.Endpoint.instance()
@@ -265,6 +277,7 @@ class SipEngine:
         self.post = post
         self.heartbeat = time.monotonic()
         self.sound_backend = "none"
+        self.sound_devices: list[tuple[str, int, int]] = []
         self.version = ""
         self._ep: pj.Endpoint | None = None
         self._account: _PhoneAccount | None = None
@@ -394,6 +407,9 @@ class SipEngine:
         ac.sipConfig.proxies.append(f"sip:{registrar_hostport(a.registrar)}{param};lr")
         ac.sipConfig.transportId = transport_id
         ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", a.auth_user or a.user, 0, self.config.password))
+        # PJSUA follows a multi-codec answer with a second re-INVITE to lock one codec; after a hold that
+        # second re-INVITE races the REFER (491 from some peers). The first codec of the answer is used anyway.
+        ac.mediaConfig.lockCodecEnabled = False
         ac.presConfig.publishEnabled = False
         ac.mwiConfig.enabled = False
         ac.natConfig.iceEnabled = False
@@ -402,17 +418,38 @@ class SipEngine:
         return ac
 
     def _setup_sound(self) -> None:
+        """Select the configured ALSA devices, or the null device when there is no usable sound device."""
         adm = self._ep.audDevManager()
-        if adm.getDevCount() == 0:
-            self._null_sound = True
-            self.sound_backend = "null"
+        audio = self.config.audio
+        devices = [adm.getDevInfo(i) for i in range(adm.getDevCount())]
+        self.sound_devices = [(d.name, d.inputCount, d.outputCount) for d in devices]
+        explicit = audio.capture_device != "default" or audio.playback_device != "default"
+        capture = find_device(self.sound_devices, audio.capture_device, capture=True)
+        playback = find_device(self.sound_devices, audio.playback_device, capture=False)
+        for key, name, index in (
+            ("capture_device", audio.capture_device, capture),
+            ("playback_device", audio.playback_device, playback),
+        ):
+            if index is None and (name != "default" or not devices) and devices:
+                listing = ", ".join(n for n, *_ in self.sound_devices) or "none"
+                raise EngineError(f"audio.{key}: no sound device matches {name!r} (devices here: {listing})")
+        if capture is not None and playback is not None:
+            try:
+                adm.setCaptureDev(capture)
+                adm.setPlaybackDev(playback)  # opens the device now: a broken one shows here, not mid-call
+                self._null_sound = False
+                self.sound_backend = f"alsa ({devices[capture].name} / {devices[playback].name})"
+                return
+            except pj.Error as e:
+                if explicit:
+                    raise EngineError(f"the configured sound device cannot be opened: {e.reason}") from None
+                log.warning("the default sound device cannot be opened (%s): calls use the null device", e.reason)
+        elif not devices:
             log.info("no sound device in this PJSUA2 build or machine: calls use the null audio device")
-        else:
-            self._null_sound = False
-            self.sound_backend = "alsa"
+        self._null_sound = True
+        self.sound_backend = "null"
         # Between calls nothing should tick: the null device's clock alone costs 0.5 % of a core.
-        if self._null_sound:
-            adm.setNoDev()
+        adm.setNoDev()
 
     def _destroy(self) -> None:
         ep = self._ep
@@ -430,7 +467,9 @@ class SipEngine:
             gc.collect()
             self._account = None
             gc.collect()
-            ep.libDestroy()
+            # The phone already hung up and un-REGISTERed (and waited for the answers): skip PJSUA's own
+            # second of waiting for the network at destroy.
+            ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
         except Exception:
             log.exception("the SIP engine did not shut down cleanly")
         finally:
@@ -543,14 +582,10 @@ class SipEngine:
         self._do("resume", lambda: call.reinvite(prm))
 
     def transfer(self, call_id: int, uri: str) -> None:
-        """Send REFER with ``Refer-To: <uri>`` and ``Referred-By`` (RFC 3515, RFC 3892)."""
+        """Send REFER with ``Refer-To: <uri>`` (RFC 3515); PJSUA adds Referred-By, the dialog's local URI."""
         call = self._call(call_id)
-        prm = pj.CallOpParam(True)
-        referred_by = pj.SipHeader()
-        referred_by.hName = "Referred-By"
-        referred_by.hValue = f"<sip:{self.config.account.user}@{self.config.domain}>"
-        prm.txOption.headers.append(referred_by)
-        self._do("transfer", lambda: call.xfer(f"<{uri}>", prm))
+        # PJSUA copies the string into Refer-To as it is: the angle brackets some PBXs insist on are ours.
+        self._do("transfer", lambda: call.xfer(f"<{uri}>", pj.CallOpParam(True)))
 
     def transfer_replaces(self, call_id: int, other_id: int) -> None:
         """Attended transfer: REFER the far end of ``call_id`` to ``other_id``'s party (RFC 3891)."""

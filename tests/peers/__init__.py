@@ -1,0 +1,18 @@
+"""Real SIP peers on 127.0.0.1 for tests: Kamailio (registrar/proxy with a logged ladder), baresip and sipp."""
+
+from .baresip import Baresip
+from .kamailio import Kamailio
+from .ladder import SipMessage, format_ladder
+from .sipp import SippTarget, register
+from .support import PeerError, PeerTimeout
+
+__all__ = [
+    "Baresip",
+    "Kamailio",
+    "PeerError",
+    "PeerTimeout",
+    "SipMessage",
+    "SippTarget",
+    "format_ladder",
+    "register",
+]

@@ -1,0 +1,162 @@
+"""pytest fixtures for the real SIP peers: one Kamailio per session, baresip and sipp targets per test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from .baresip import Baresip
+from .kamailio import Kamailio
+from .sipp import Mode, SippTarget
+from .support import PeerError
+
+USERS: tuple[str, ...] = tuple(str(number) for number in range(1000, 1010))
+PASSWORDS: dict[str, str] = {user: f"pw{user}" for user in USERS}
+
+_TEST_START = pytest.StashKey[float]()
+_KAMAILIO_FIXTURES = ("kamailio", "kamailio_challenging_refer")
+
+
+class BaresipFactory(Protocol):
+    def __call__(self, user: str, *, answermode: str = "manual") -> Baresip: ...
+
+
+class SippTargetFactory(Protocol):
+    def __call__(self, user: str, mode: Mode = "answer", *, max_calls: int | None = None) -> SippTarget: ...
+
+
+def _password(user: str) -> str:
+    try:
+        return PASSWORDS[user]
+    except KeyError:
+        raise PeerError(f"user {user!r} is not provisioned; the test Kamailio knows {', '.join(USERS)}") from None
+
+
+def _start_kamailio(workdir: Path, challenge_refer: bool) -> Kamailio:
+    proxy = Kamailio(workdir, PASSWORDS, challenge_refer=challenge_refer)
+    try:
+        proxy.start()
+    except PeerError as exc:
+        pytest.fail(f"Kamailio did not start: {exc}", pytrace=False)
+    return proxy
+
+
+@pytest.fixture(scope="session")
+def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
+    """Registrar/proxy for the whole session: users 1000..1009, password "pw" + user, REFER not challenged."""
+    proxy = _start_kamailio(tmp_path_factory.mktemp("kamailio"), challenge_refer=False)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def kamailio_challenging_refer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
+    """A second registrar/proxy that answers REFERs from subscribers with 407 until they authenticate."""
+    proxy = _start_kamailio(tmp_path_factory.mktemp("kamailio-refer-auth"), challenge_refer=True)
+    yield proxy
+    proxy.stop()
+
+
+def _stop_all(peers: list[Baresip] | list[SippTarget]) -> None:
+    errors: list[BaseException] = []
+    for peer in reversed(peers):
+        try:
+            peer.stop()
+        except Exception as exc:  # noqa: BLE001 - every peer must get its stop()
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _baresip_factory(proxy: Kamailio, workdir: Path) -> Generator[BaresipFactory, None, None]:
+    started: list[Baresip] = []
+
+    def make(user: str, *, answermode: str = "manual") -> Baresip:
+        peer = Baresip(workdir / f"baresip-{user}-{len(started)}", user, _password(user), proxy,
+                       answermode=answermode)
+        started.append(peer)  # before start(): a half-started peer is stopped too
+        peer.start()
+        return peer
+
+    yield make
+    _stop_all(started)
+
+
+@pytest.fixture
+def baresip_factory(kamailio: Kamailio, tmp_path: Path) -> Iterator[BaresipFactory]:
+    """make(user) -> a started, registered Baresip on the session Kamailio; all are stopped after the test."""
+    yield from _baresip_factory(kamailio, tmp_path)
+
+
+@pytest.fixture
+def baresip_factory_challenging_refer(kamailio_challenging_refer: Kamailio,
+                                      tmp_path: Path) -> Iterator[BaresipFactory]:
+    """Like baresip_factory, registered on the Kamailio that challenges REFER."""
+    yield from _baresip_factory(kamailio_challenging_refer, tmp_path)
+
+
+def _sipp_target_factory(proxy: Kamailio, workdir: Path) -> Generator[SippTargetFactory, None, None]:
+    started: list[SippTarget] = []
+
+    def make(user: str, mode: Mode = "answer", *, max_calls: int | None = None) -> SippTarget:
+        target = SippTarget(workdir / f"sipp-{user}-{len(started)}", user, _password(user), proxy, mode,
+                            max_calls=max_calls)
+        started.append(target)
+        target.start()
+        return target
+
+    yield make
+    _stop_all(started)
+
+
+@pytest.fixture
+def sipp_target_factory(kamailio: Kamailio, tmp_path: Path) -> Iterator[SippTargetFactory]:
+    """make(user, mode) -> a sipp target registered on the session Kamailio ("answer", "busy", "no_answer")."""
+    yield from _sipp_target_factory(kamailio, tmp_path)
+
+
+@pytest.fixture
+def sipp_target_factory_challenging_refer(kamailio_challenging_refer: Kamailio,
+                                          tmp_path: Path) -> Iterator[SippTargetFactory]:
+    """Like sipp_target_factory, registered on the Kamailio that challenges REFER."""
+    yield from _sipp_target_factory(kamailio_challenging_refer, tmp_path)
+
+
+# -- the ladder in failure reports -----------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_TEST_START] = time.time()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    funcargs: dict[str, object] = getattr(item, "funcargs", {})
+    for name in _KAMAILIO_FIXTURES:
+        proxy = funcargs.get(name)
+        if isinstance(proxy, Kamailio):
+            since = item.stash.get(_TEST_START, None)
+            report.sections.append((f"SIP ladder at {name} ({proxy.domain})", proxy.format_ladder(since=since)))
+
+
+__all__ = [
+    "PASSWORDS",
+    "USERS",
+    "BaresipFactory",
+    "SippTargetFactory",
+    "baresip_factory",
+    "baresip_factory_challenging_refer",
+    "kamailio",
+    "kamailio_challenging_refer",
+    "sipp_target_factory",
+    "sipp_target_factory_challenging_refer",
+]

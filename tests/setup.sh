@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything the phone's tests, demo and benchmarks need on a Debian 12 machine, as root:
+# Debian packages (the real SIP peers, the pjproject build deps, PulseAudio for audio tests), a venv in
+# .venv with the project and its plugin extras, and PJSUA2 2.17 built from Debian's source archive
+# (cached in /var/cache/firmware-app/pjsua2: about 4 minutes the first time, seconds after).
+# FIRMWARE_APP_PJSUA2=wheel installs the PyPI wheel (2.15.1, no sound) instead: development only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    # real SIP peers for the tests
+    kamailio kamailio-sqlite-modules kamailio-extra-modules baresip-core sip-tester
+    # building pjproject 2.17 with ALSA and OpenSSL 3
+    build-essential swig python3-dev python3-venv libasound2-dev libssl-dev libopus-dev uuid-dev
+    libgsm1-dev libspeex-dev libspeexdsp-dev libsrtp2-dev libsamplerate0-dev xz-utils dpkg-dev
+    # audio tests (a clocked ALSA device through PulseAudio), BLE tests (a private D-Bus), units, scripts
+    pulseaudio libasound2-plugins alsa-utils dbus systemd shellcheck openssl
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,gpio,ble,headset-keys,audio]'
+
+if [[ ${FIRMWARE_APP_PJSUA2:-build} == wheel ]]; then
+    .venv/bin/python -m pip install -q '.[wheel-pjsua2]'
+    .venv/bin/python -m compileall -q "$(.venv/bin/python -c 'import pjsua2, os; print(pjsua2.__file__)')"
+elif ! .venv/bin/python -c 'import pjsua2, sys; sys.exit(pjsua2.Endpoint().libVersion().full != "2.17")' 2>/dev/null; then
+    image/pjsua2/build.sh "$PWD/.venv/bin/python"
+fi
+echo "setup: ready ($(.venv/bin/python -c 'import pjsua2; print("PJSUA2", pjsua2.Endpoint().libVersion().full)'))" >&2

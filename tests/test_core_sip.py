@@ -1,0 +1,191 @@
+"""The core phone against real peers on loopback: Kamailio as registrar/proxy, baresip as the far party.
+
+Every assertion about SIP is made on the ladder Kamailio logged, not on the phone's own log.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.phone_process import wait
+
+
+def replies_from(kamailio, source, method, status, since=0.0):
+    return [
+        m
+        for m in kamailio.ladder()
+        if m.kind == "reply" and m.source == source and m.method == method and m.status == status and m.time >= since
+    ]
+
+
+def requests_from(kamailio, source, method, since=0.0):
+    return [m for m in kamailio.ladder() if m.is_request and m.source == source and m.method == method and m.time >= since]
+
+
+def ring(phone, caller):
+    caller.dial(phone.kamailio.uri(phone.user))
+    phone.wait_state("ringing")
+
+
+def test_registers_with_digest_auth(phone_factory, kamailio):
+    phone = phone_factory().start()
+    ladder = [m for m in kamailio.ladder() if m.method == "REGISTER" and m.from_user == "1000"]
+    labels = [m.label for m in ladder[:4]]
+    assert labels == ["REGISTER", "401 Unauthorized", "REGISTER", "200 OK"], labels
+    assert kamailio.registered("1000")
+    status = phone.status()
+    assert status["registration"]["state"] == "registered"
+    assert status["engine"]["alive"] is True
+
+
+def test_wrong_password_is_a_clear_error_with_bounded_retries(phone_factory, kamailio):
+    phone = phone_factory(password="not-the-password").start(registered=False)
+    phone.wait_registration("failed")
+    started = time.time()
+    time.sleep(3.5)  # retry_interval = 1, retry_max = 4: attempts at about 0, 1 and 3 s
+    attempts = [
+        m for m in requests_from(kamailio, phone.source, "REGISTER", since=started - 0.5)
+    ]
+    # each attempt is a REGISTER and its challenged re-send; a tight loop would show hundreds
+    assert 2 <= len(attempts) <= 8, [m.time - started for m in attempts]
+    log = phone.log()
+    assert re.search(r"registration failed: (401|403) .*check the account's user and password", log)
+    assert "not-the-password" not in log
+    assert phone.status()["registration"]["state"] in ("failed", "registering")
+
+
+def test_incoming_call_answered_by_press(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    caller = baresip_factory("1001")
+    ring(phone, caller)
+    assert replies_from(kamailio, phone.source, "INVITE", 180)
+    assert phone.cli("press", "main", "single").stdout.strip() == "answer"
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 200)
+    caller.wait_event("CALL_ESTABLISHED")
+    phone.wait_state("in_call")
+    call = phone.status()["calls"][0]
+    assert call["direction"] == "incoming" and call["state"] == "active"
+    assert call["remote_uri"].startswith("sip:1001@")
+
+
+def test_incoming_call_rejected_with_486(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    caller = baresip_factory("1001")
+    ring(phone, caller)
+    assert phone.cli("press", "main", "long").stdout.strip() == "reject"
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 486)
+    caller.wait_event("CALL_CLOSED")
+    phone.wait_state("idle")
+
+
+def test_reject_code_is_configurable(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory(extra="").start()
+    caller = baresip_factory("1001")
+    ring(phone, caller)
+    phone.cli("reject", "--code", "603")
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 603)
+
+
+def test_remote_party_ends_the_call(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    caller = baresip_factory("1001")
+    ring(phone, caller)
+    phone.cli("answer")
+    caller.wait_event("CALL_ESTABLISHED")
+    phone.wait_state("in_call")
+    caller.hangup()
+    phone.wait_state("idle")
+    assert requests_from(kamailio, caller.source, "BYE")
+    assert replies_from(kamailio, phone.source, "BYE", 200)
+    ended = phone.wait_event(lambda e: e["event"] == "call" and e["state"] == "ended")
+    assert ended["status_code"] == 200
+
+
+def test_phone_ends_the_call_with_a_press(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    caller = baresip_factory("1001")
+    ring(phone, caller)
+    phone.cli("press", "main", "single")
+    phone.wait_state("in_call")
+    assert phone.cli("press", "main", "single").stdout.strip() == "hangup"
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "BYE" and m.is_request)
+    caller.wait_event("CALL_CLOSED")
+    phone.wait_state("idle")
+
+
+def test_outgoing_call_to_an_extension(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    callee = baresip_factory("1001")
+    phone.cli("call", "1001")
+    invite = kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.is_request)
+    assert invite.ruri.startswith("sip:1001@")
+    callee.wait_event("CALL_INCOMING")
+    callee.accept()
+    phone.wait_state("in_call")
+    assert phone.status()["calls"][0]["direction"] == "outgoing"
+    phone.cli("hangup")
+    phone.wait_state("idle")
+
+
+def test_second_incoming_call_is_refused_busy_and_the_first_goes_on(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    first, second = baresip_factory("1001"), baresip_factory("1002")
+    ring(phone, first)
+    phone.cli("answer")
+    first.wait_event("CALL_ESTABLISHED")
+    second.dial(kamailio.uri("1000"))
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 486)
+    second.wait_event("CALL_CLOSED")
+    status = phone.status()
+    assert status["state"] == "in_call"
+    assert [c["remote_uri"].split("@")[0] for c in status["calls"]] == ["sip:1001"]
+    assert not [e for e in first.events if e.get("type") == "CALL_CLOSED"]
+
+
+def test_a_plugin_that_raises_does_not_stop_a_call_being_answered(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory(extra='[plugins]\nmodules = ["tests.plugins.raising"]\n').start()
+    caller = baresip_factory("1001")
+    ring(phone, caller)
+    assert phone.cli("press", "main", "single").stdout.strip() == "answer"
+    caller.wait_event("CALL_ESTABLISHED")
+    log = phone.log()
+    assert "plugin tests.plugins.raising failed in softphone_incoming_call" in log
+    assert "plugin tests.plugins.raising failed in softphone_map_input" in log
+    assert "PluginBroke" in log  # the traceback is there
+
+
+def test_sigterm_hangs_up_unregisters_and_exits_0(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    caller = baresip_factory("1001")
+    ring(phone, caller)
+    phone.cli("answer")
+    caller.wait_event("CALL_ESTABLISHED")
+    stopped_at = time.time()
+    assert phone.stop() == 0
+    assert requests_from(kamailio, phone.source, "BYE", since=stopped_at - 0.1)
+    unregister = [
+        m for m in requests_from(kamailio, phone.source, "REGISTER", since=stopped_at - 0.1) if m.expires == 0
+    ]
+    assert unregister, "no un-REGISTER seen at the proxy"
+    assert [
+        m
+        for m in kamailio.ladder()
+        if m.kind == "local-reply" and m.method == "REGISTER" and m.status == 200 and m.time >= unregister[-1].time
+    ]
+    assert not kamailio.registered("1000")
+    assert "Traceback" not in phone.log().partition("INFO firmware_app: stopping")[2]
+
+
+def test_no_module_outside_the_engine_imports_pjsua2():
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        str(p.relative_to(root))
+        for folder in ("firmware_app", "plugins")
+        for p in (root / folder).rglob("*.py")
+        if re.search(r"^\s*(import pjsua2|from pjsua2)", p.read_text(), re.M) and p.name != "engine.py"
+    ]
+    assert offenders == []
