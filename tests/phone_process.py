@@ -157,8 +157,8 @@ def wait(predicate: Callable[[], Any], timeout: float, what: str, phone: PhonePr
 def phone_factory(tmp_path: Path, kamailio: Kamailio) -> Iterator[Callable[..., PhoneProcess]]:
     phones: list[PhoneProcess] = []
 
-    def make(name: str = "phone", **kw: Any) -> PhoneProcess:
-        phone = PhoneProcess(tmp_path / name, kamailio, **kw)
+    def make(name: str = "phone", *, proxy: Kamailio | None = None, **kw: Any) -> PhoneProcess:
+        phone = PhoneProcess(tmp_path / name, proxy or kamailio, **kw)
         phones.append(phone)
         return phone
 

@@ -6,6 +6,8 @@ own log. Targets: 1003 answers, 1004 is busy, 1005 never answers, 1099 is refuse
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -209,3 +211,75 @@ def test_transfer_without_a_call_or_to_an_unknown_name_is_refused(phone_factory,
     result = phone.cli("transfer", "nobody", check=False)
     assert result.returncode == 1 and "unknown transfer target 'nobody' (known: agents, busy, desk" in result.stderr
     assert not [m for m in kamailio.ladder() if m.method == "REFER" and m.source == phone.source]
+
+
+def test_a_challenged_refer_is_sent_again_with_credentials(
+    phone_factory, baresip_factory_challenging_refer, sipp_target_factory_challenging_refer, kamailio_challenging_refer
+):
+    proxy = kamailio_challenging_refer
+    phone = phone_factory(extra=TRANSFER_CONFIG, proxy=proxy).start()
+    caller = baresip_factory_challenging_refer("1001")
+    sipp_target_factory_challenging_refer("1003", "answer")
+    caller.dial(proxy.uri("1000"))
+    phone.wait_state("ringing")
+    phone.cli("answer")
+    caller.wait_event("CALL_ESTABLISHED")
+    call_id = phone.status()["calls"][0]["sip_call_id"]
+    phone.cli("transfer", "desk")
+    p = phone.source
+    in_order(
+        proxy.ladder(),
+        [
+            ("REFER", lambda m: m.call_id == call_id and m.is_request and m.method == "REFER" and m.source == p),
+            ("407", lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 407),
+            ("REFER with credentials", lambda m: m.call_id == call_id and m.is_request and m.method == "REFER"
+             and m.source == p and m.auth_user == "1000"),
+            ("202", lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 202),
+            ("NOTIFY 200 OK", lambda m: m.call_id == call_id and m.body_first_line == "SIP/2.0 200 OK"),
+            ("BYE", lambda m: m.call_id == call_id and m.is_request and m.method == "BYE" and m.source == p),
+        ],
+    )
+
+
+def test_call_ended_by_the_caller_during_a_transfer_is_a_failure(call_up, sipp_target_factory, kamailio):
+    phone, caller, call_id = call_up
+    sipp_target_factory("1005", "no_answer")
+    transfer = subprocess.Popen(
+        [sys.executable, "-m", "firmware_app.cli", "--socket", str(phone.socket), "transfer", "silent"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    phone.wait_state("transferring")
+    kamailio.wait_for(lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 202)
+    caller.hangup()
+    _, err = transfer.communicate(timeout=10)
+    # Either the call's end or the transferee's cancelled INVITE (NOTIFY 487) reaches the phone first.
+    assert transfer.returncode == 1
+    assert "the call ended during the transfer" in err or "487" in err, err
+    phone.wait_state("idle")
+    phone.wait_event(lambda e: e["event"] == "transfer" and e["state"] == "failed")
+    assert not [m for m in kamailio.ladder() if m.call_id == call_id and m.is_request and m.method == "BYE"
+                and m.source == phone.source], "the phone must not BYE a call that is already gone"
+
+
+def test_attended_transfer_refers_with_replaces(call_up, sipp_target_factory, kamailio):
+    phone, caller, call_id = call_up
+    sipp_target_factory("1003", "answer")
+    phone.cli("action", "attended_transfer:desk")
+    p = phone.source
+    ladder = kamailio.ladder()
+    consult = [m for m in ladder if m.is_request and m.method == "INVITE" and m.source == p and m.call_id != call_id]
+    assert consult and consult[0].ruri.startswith("sip:1003@")
+    refer = in_order(
+        ladder,
+        [
+            ("hold", lambda m: m.call_id == call_id and m.is_request and m.method == "INVITE" and m.source == p),
+            ("consultation call answered", lambda m: m.call_id == consult[0].call_id and m.method == "INVITE" and m.status == 200),
+            ("REFER", lambda m: m.call_id == call_id and m.is_request and m.method == "REFER" and m.source == p),
+            ("NOTIFY 200 OK", lambda m: m.call_id == call_id and m.body_first_line == "SIP/2.0 200 OK"),
+        ],
+    )[2]
+    assert "Replaces=" in refer.refer_to and consult[0].call_id.split("@")[0] in refer.refer_to.replace("%40", "@")
+    replacing = [m for m in kamailio.ladder() if m.is_request and m.method == "INVITE" and m.source == caller.source
+                 and m.call_id not in (call_id,)]
+    assert replacing, "the transferee never called the target"
+    phone.wait_state("idle")
