@@ -36,6 +36,7 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 class Account(_Table):
     registrar: Annotated[str, Meta(min_length=1)]  # "pbx.example", "pbx.example:5070" or "sip:pbx.example"
     user: Annotated[str, Meta(min_length=1)]
+    secondary_registrar: str = ""  # tried when the registrar does not answer
     auth_user: str = ""  # defaults to user
     display_name: str = ""
     domain: str = ""  # the account's SIP domain; defaults to the registrar's host[:port]
@@ -43,8 +44,10 @@ class Account(_Table):
     local_port: Port = 5060  # 0 lets the system choose
     bind_address: str = ""  # empty: every address
     reg_expiry: Annotated[int, Meta(ge=30, le=86400)] = 300
-    retry_interval: Annotated[int, Meta(ge=1, le=3600)] = 30  # first retry after a failed registration
-    retry_max: Annotated[int, Meta(ge=1, le=86400)] = 300  # the backoff never waits longer than this
+    # After a failed registration: retry every retry_interval while the registrar is unreachable; after
+    # an authentication failure back off, doubling up to retry_max.
+    retry_interval: Annotated[int, Meta(ge=1, le=3600)] = 30
+    retry_max: Annotated[int, Meta(ge=1, le=86400)] = 300
     reject_code: Annotated[int, Meta(ge=400, le=699)] = 486
     secrets_file: str = "secrets.toml"  # relative to the configuration file's folder
 
@@ -66,11 +69,25 @@ class Control(_Table):
 
 
 class Audio(_Table):
-    capture_device: str = "default"  # ALSA name, or part of a card's name
+    """The call's sound devices, opened by PJSUA2 (the mixer and ring tones are the audio plugin's)."""
+
+    capture_device: str = "default"  # ALSA name, or part of its description or card's name ("Jabra")
     playback_device: str = "default"
     clock_rate: Annotated[int, Meta(ge=8000, le=48000)] = 16000
-    snd_clock_rate: Annotated[int, Meta(ge=0, le=48000)] = 0  # 0: same as clock_rate
-    ec_tail_ms: Annotated[int, Meta(ge=0, le=500)] = 0  # a headset has no echo path
+    snd_clock_rate: Annotated[int, Meta(ge=0, le=48000)] = 0  # 0: same as clock_rate; 48000 for 48 kHz-only USB headsets
+    ec_tail_ms: Annotated[int, Meta(ge=0, le=500)] = 0  # echo canceller; 0 (off) for a headset: no echo path
+    capture_latency_ms: Annotated[int, Meta(ge=10, le=1000)] = 100  # ALSA buffer lengths (PJSIP's defaults)
+    playback_latency_ms: Annotated[int, Meta(ge=10, le=1000)] = 140
+
+
+class Security(_Table):
+    # Who may ring the phone: addresses, networks (CIDR) or host names. Empty: the registrar's addresses.
+    trusted_sources: list[str] = []
+    # Hosts a far end may transfer this phone to with a REFER. Empty: the account's domain only.
+    transfer_domains: list[str] = []
+    tls_verify_server: bool = True
+    tls_ca_file: str = ""  # empty: the system's CA bundle
+    srtp: Literal["disabled", "optional", "mandatory"] = "disabled"  # mandatory refuses plain RTP with 488
 
 
 class Core(_Table):
@@ -81,6 +98,7 @@ class Core(_Table):
     plugins: Plugins = Plugins()
     control: Control = Control()
     audio: Audio = Audio()
+    security: Security = Security()
 
 
 _CORE_SECTIONS = frozenset(f for f in Core.__struct_fields__)
@@ -97,10 +115,13 @@ class Config:
         self.plugins = core.plugins
         self.control = core.control
         self.audio = core.audio
+        self.security = core.security
         self._password = password
         self._claimed: set[str] = set(_CORE_SECTIONS)
         #: Names of every action the loaded plugins offer, once they are loaded (None before).
         self.known_actions: set[str] | None = None
+        #: The controls input plugins read, by name: ``{"main": {"gpio", "ble"}}`` (see :meth:`declare_control`).
+        self.controls: dict[str, set[str]] = {}
 
     def __repr__(self) -> str:  # never the password
         return f"Config({str(self.path)!r})"
@@ -125,6 +146,15 @@ class Config:
     def convert(self, data: Any, type_: type[T], key: str) -> T:
         """Check ``data`` (found at ``key`` in this file) against ``type_``; see :func:`convert`."""
         return convert(data, type_, str(self.path), key)
+
+    def declare_control(self, source: str, button: str) -> None:
+        """An input plugin reads the control ``button`` (call it from ``softphone_configure``).
+
+        Plugins that map controls check the names their configuration uses against :attr:`controls`; they
+        do so in a ``trylast`` ``softphone_configure``, after every input plugin declared its controls.
+        The same name may come from several sources: they then share one mapping.
+        """
+        self.controls.setdefault(button, set()).add(source)
 
     def check_unclaimed(self) -> None:
         """Report a top-level table that neither the core nor any loaded plugin reads."""
@@ -166,8 +196,28 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
     if "account" not in core_raw:
         raise ConfigError(file, "account", "required table is missing ([account] with registrar and user)")
     core = convert(core_raw, Core, file, "")
+    _check_security(file, core.security)
     password = load_password(path, core.account) if secrets else ""
     return Config(path, raw, core, password)
+
+
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
+def _check_security(file: str, security: Security) -> None:
+    import ipaddress
+
+    for key in ("trusted_sources", "transfer_domains"):
+        for i, entry in enumerate(getattr(security, key)):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _HOST.match(entry.rsplit(":", 1)[0] if key == "transfer_domains" else entry):
+                    raise ConfigError(
+                        file, f"security.{key}[{i}]", f"expected an address, a network (CIDR) or a host name, got {entry!r}"
+                    ) from None
+    if security.tls_ca_file and not Path(security.tls_ca_file).is_file():
+        raise ConfigError(file, "security.tls_ca_file", f"no such file: {security.tls_ca_file}")
 
 
 def load_password(config_path: Path, account: Account) -> str:

@@ -27,11 +27,14 @@ from typing import Callable, Union
 
 import pjsua2 as pj
 
+from firmware_app import alsa
 from firmware_app.config import Config, registrar_hostport
 from firmware_app.errors import CommandError, EngineError
 from firmware_app.model import Call, CallState, Direction, Registration, RegistrationState
 
 log = logging.getLogger("firmware_app.engine")
+
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 #: Longest time the engine thread blocks before it checks for a stop request and beats its heart.
 POLL_MS = 1000
@@ -96,16 +99,52 @@ def library_version() -> str:
         del ep
 
 
-def find_device(devices: list[tuple[str, int, int]], wanted: str, *, capture: bool) -> int | None:
-    """Index of the device called ``wanted`` (exactly, else by a case-insensitive part of its name)."""
-    usable = [(i, name) for i, (name, ins, outs) in enumerate(devices) if (ins if capture else outs) > 0]
-    for i, name in usable:
-        if name == wanted:
-            return i
-    for i, name in usable:
-        if wanted.lower() in name.lower():
-            return i
-    return None
+def find_device(
+    devices: list[tuple[str, int, int]],
+    wanted: str,
+    *,
+    capture: bool,
+    pcms: list[alsa.Pcm] | None = None,
+    cards: list[alsa.Card] | None = None,
+) -> int | None:
+    """Index of the device ``wanted`` means: its ALSA name, else a case-insensitive part of its name, its
+    description or its card's name (``pcms``/``cards`` from alsa-lib); see :func:`firmware_app.alsa.choose`."""
+    return alsa.choose(devices, wanted, capture=capture, pcms=pcms or (), cards=cards or ())
+
+
+@dataclass(frozen=True, slots=True)
+class SoundProbe:
+    """What the loaded PJSUA2 build offers for sound (``firmware-app doctor``)."""
+
+    version: str
+    backends: tuple[str, ...]  # driver names of its sound devices, e.g. ("ALSA",); empty: built without sound
+    devices: tuple[tuple[str, int, int], ...]  # (name, inputs, outputs) as PJSUA2 lists them
+
+
+def probe_sound() -> SoundProbe:
+    """Start PJSUA2 just long enough to list its sound devices, without transports or a sound device open.
+
+    For a process without a :class:`SipEngine` (one Endpoint per process); a running phone is not disturbed.
+    """
+    ep = pj.Endpoint()
+    ep.libCreate()
+    try:
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.medConfig.hasIoqueue = False
+        cfg.medConfig.threadCnt = 0
+        cfg.logConfig.level = cfg.logConfig.consoleLevel = 0
+        ep.libInit(cfg)
+        adm = ep.audDevManager()
+        infos = [adm.getDevInfo(i) for i in range(adm.getDevCount())]
+        return SoundProbe(
+            ep.libVersion().full,
+            tuple(sorted({d.driver for d in infos})),
+            tuple((d.name, d.inputCount, d.outputCount) for d in infos),
+        )
+    finally:
+        ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
+        del ep
 
 
 def _has_instance() -> bool:
@@ -149,6 +188,7 @@ class _PhoneCall(pj.Call):
         self.id = call_id
         self.direction = direction
         self.media_ready = False
+        self.mic_muted = False  # applied again whenever the call's audio is (re)connected
 
     def snapshot(self) -> Call:
         ci = self.getInfo()
@@ -278,6 +318,9 @@ class SipEngine:
         self.heartbeat = time.monotonic()
         self.sound_backend = "none"
         self.sound_devices: list[tuple[str, int, int]] = []
+        #: The ALSA devices calls use (PJSUA2's names), or None with the null device.
+        self.capture_device: str | None = None
+        self.playback_device: str | None = None
         self.version = ""
         self._ep: pj.Endpoint | None = None
         self._account: _PhoneAccount | None = None
@@ -285,12 +328,16 @@ class SipEngine:
         self._next_id = 1
         self._null_sound = True
         self._null_open = False
+        self._players: dict[int, pj.AudioMediaPlayer] = {}  # sounds playing to the headset, by handle
+        self._next_player = 1
         self._writer = _LogWriter()
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stop = threading.Event()
         self._start_error: BaseException | None = None
         self._attached: set[int] = set()
+        self._use_secondary = False
+        self._transport_id = -1
 
     # --- lifecycle (phone thread) -----------------------------------------------------------------------
 
@@ -363,12 +410,14 @@ class SipEngine:
         med.clockRate = cfg.audio.clock_rate
         med.sndClockRate = cfg.audio.snd_clock_rate
         med.ecTailLen = cfg.audio.ec_tail_ms
+        med.sndRecLatency = cfg.audio.capture_latency_ms
+        med.sndPlayLatency = cfg.audio.playback_latency_ms
         med.sndAutoCloseTime = 1
         lc = ep_cfg.logConfig
         lc.writer = self._writer
         lc.decor = 0
-        lc.consoleLevel = 0
-        lc.level = 5 if cfg.logging.sip_trace else cfg.logging.pjsip_level
+        # PJSUA hands a line to the writer only up to consoleLevel (level is for its own log file).
+        lc.level = lc.consoleLevel = 5 if cfg.logging.sip_trace else cfg.logging.pjsip_level
         lc.msgLogging = 1 if cfg.logging.sip_trace else 0
         ep.libInit(ep_cfg)
         self.version = ep.libVersion().full
@@ -383,7 +432,13 @@ class SipEngine:
         tcfg.port = acc_cfg.local_port
         if acc_cfg.bind_address:
             tcfg.boundAddress = acc_cfg.bind_address
-        transport_id = ep.transportCreate(kind, tcfg)
+        if acc_cfg.transport == "tls":
+            sec = cfg.security
+            tls = tcfg.tlsConfig
+            tls.CaListFile = sec.tls_ca_file or SYSTEM_CA_BUNDLE
+            tls.verifyServer = sec.tls_verify_server  # PJSIP's default is not to verify: a phone must
+            tls.proto = pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3
+        transport_id = self._transport_id = ep.transportCreate(kind, tcfg)
         self._setup_sound()
         ep.libStart()
 
@@ -394,7 +449,8 @@ class SipEngine:
         a = self.config.account
         domain = self.config.domain
         param = "" if a.transport == "udp" else f";transport={a.transport}"
-        registrar = f"sip:{registrar_hostport(a.registrar)}{param}"
+        hostport = registrar_hostport(a.secondary_registrar if self._use_secondary else a.registrar)
+        registrar = f"sip:{hostport}{param}"
         ac = pj.AccountConfig()
         name = a.display_name.replace('"', "")
         ac.idUri = f'"{name}" <sip:{a.user}@{domain}>' if name else f"sip:{a.user}@{domain}"
@@ -404,12 +460,18 @@ class SipEngine:
         ac.regConfig.firstRetryIntervalSec = 0
         ac.regConfig.dropCallsOnFail = False
         ac.regConfig.unregWaitMsec = 2000
-        ac.sipConfig.proxies.append(f"sip:{registrar_hostport(a.registrar)}{param};lr")
+        ac.sipConfig.proxies.append(f"sip:{hostport}{param};lr")
         ac.sipConfig.transportId = transport_id
         ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", a.auth_user or a.user, 0, self.config.password))
         # PJSUA follows a multi-codec answer with a second re-INVITE to lock one codec; after a hold that
         # second re-INVITE races the REFER (491 from some peers). The first codec of the answer is used anyway.
         ac.mediaConfig.lockCodecEnabled = False
+        ac.mediaConfig.srtpUse = {
+            "disabled": pj.PJMEDIA_SRTP_DISABLED,
+            "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+            "mandatory": pj.PJMEDIA_SRTP_MANDATORY,  # a plain RTP offer is refused with 488
+        }[self.config.security.srtp]
+        ac.mediaConfig.srtpSecureSignaling = 0
         ac.presConfig.publishEnabled = False
         ac.mwiConfig.enabled = False
         ac.natConfig.iceEnabled = False
@@ -418,38 +480,77 @@ class SipEngine:
         return ac
 
     def _setup_sound(self) -> None:
-        """Select the configured ALSA devices, or the null device when there is no usable sound device."""
+        """Select the configured ALSA devices, or the null device when this build or machine has none.
+
+        Runs before ``libStart``. The device is opened once here (PJSUA2 2.17's setters only note the choice),
+        so a broken one is an error at start rather than mid-call; ``libStart``'s idle check closes it a
+        second later (``sndAutoCloseTime``) and PJSUA opens it again for each call and each sound played.
+        """
         adm = self._ep.audDevManager()
         audio = self.config.audio
         devices = [adm.getDevInfo(i) for i in range(adm.getDevCount())]
         self.sound_devices = [(d.name, d.inputCount, d.outputCount) for d in devices]
         explicit = audio.capture_device != "default" or audio.playback_device != "default"
-        capture = find_device(self.sound_devices, audio.capture_device, capture=True)
-        playback = find_device(self.sound_devices, audio.playback_device, capture=False)
-        for key, name, index in (
-            ("capture_device", audio.capture_device, capture),
-            ("playback_device", audio.playback_device, playback),
+        if not devices:  # said once, here: e.g. the PyPI wheel, built --disable-sound
+            unused = f" (audio devices {audio.capture_device!r}/{audio.playback_device!r} unused)" if explicit else ""
+            log.log(
+                logging.WARNING if explicit else logging.INFO,
+                "this PJSUA2 build has no sound backend: calls use the null audio device%s",
+                unused,
+            )
+            self._use_null_sound()
+            return
+        try:
+            pcms, cards = alsa.pcms(), alsa.cards()
+        except alsa.AlsaError:
+            pcms, cards = [], []
+        chosen = {}
+        for key, name, capture in (
+            ("capture_device", audio.capture_device, True),
+            ("playback_device", audio.playback_device, False),
         ):
-            if index is None and (name != "default" or not devices) and devices:
-                listing = ", ".join(n for n, *_ in self.sound_devices) or "none"
-                raise EngineError(f"audio.{key}: no sound device matches {name!r} (devices here: {listing})")
-        if capture is not None and playback is not None:
-            try:
-                adm.setCaptureDev(capture)
-                adm.setPlaybackDev(playback)  # opens the device now: a broken one shows here, not mid-call
-                self._null_sound = False
-                self.sound_backend = f"alsa ({devices[capture].name} / {devices[playback].name})"
-                return
-            except pj.Error as e:
-                if explicit:
-                    raise EngineError(f"the configured sound device cannot be opened: {e.reason}") from None
-                log.warning("the default sound device cannot be opened (%s): calls use the null device", e.reason)
-        elif not devices:
-            log.info("no sound device in this PJSUA2 build or machine: calls use the null audio device")
+            index = find_device(self.sound_devices, name, capture=capture, pcms=pcms, cards=cards)
+            if index is None and name != "default":
+                what = "capture" if capture else "playback"
+                listing = ", ".join(n for n, ins, outs in self.sound_devices if (ins if capture else outs)) or "none"
+                raise EngineError(
+                    f"{self.config.path}: audio.{key}: no {what} device matches {name!r} ({what} devices here: {listing})"
+                )
+            chosen[key] = index
+        capture, playback = chosen["capture_device"], chosen["playback_device"]
+        if capture is None or playback is None:
+            log.warning("ALSA has no usable default sound device here: calls use the null audio device")
+            self._use_null_sound()
+            return
+        names = f"{devices[capture].name} / {devices[playback].name}"
+        try:
+            adm.setCaptureDev(capture)
+            adm.setPlaybackDev(playback)
+            adm.setSndDevMode(0)  # open now (see above)
+        except pj.Error as e:
+            if explicit:
+                raise EngineError(f"the configured sound device ({names}) cannot be opened: {e.reason}") from None
+            log.warning("the default sound device cannot be opened (%s): calls use the null audio device", e.reason)
+            self._use_null_sound()
+            return
+        self._null_sound = False
+        self.capture_device, self.playback_device = devices[capture].name, devices[playback].name
+        self.sound_backend = f"alsa ({names})"
+        log.info(
+            "sound: %s, device clock %s Hz, latency %s/%s ms, echo canceller %s",
+            names,
+            audio.snd_clock_rate or audio.clock_rate,
+            audio.capture_latency_ms,
+            audio.playback_latency_ms,
+            f"{audio.ec_tail_ms} ms" if audio.ec_tail_ms else "off",
+        )
+
+    def _use_null_sound(self) -> None:
         self._null_sound = True
+        self.capture_device = self.playback_device = None
         self.sound_backend = "null"
         # Between calls nothing should tick: the null device's clock alone costs 0.5 % of a core.
-        adm.setNoDev()
+        self._ep.audDevManager().setNoDev()
 
     def _destroy(self) -> None:
         ep = self._ep
@@ -462,6 +563,7 @@ class SipEngine:
                 while any(c.isActive() for c in self._calls.values()) and time.monotonic() < deadline:
                     ep.libHandleEvents(20)
             self._calls.clear()
+            self._players.clear()
             # A saved traceback can keep a Call alive past libDestroy, which aborts (PJSUA2_NOTES rule 8).
             sys.last_traceback = sys.last_value = sys.last_type = None
             gc.collect()
@@ -490,6 +592,8 @@ class SipEngine:
             self._null_open = True
         media.startTransmit(adm.getPlaybackDevMedia())
         adm.getCaptureDevMedia().startTransmit(media)
+        if call.mic_muted:  # a re-INVITE can give the call a new port, at full level
+            media.adjustRxLevel(0.0)
         call.media_ready = True
 
     def _call_ended(self, call: _PhoneCall) -> None:
@@ -500,9 +604,10 @@ class SipEngine:
             self._null_open = False
 
     def may_transfer_to(self, uri: str) -> bool:
-        """Whether the far end may send this phone to ``uri`` (REFER received): same domain only."""
-        host = re.sub(r"^sips?:(?:[^@]*@)?", "", uri).split(";", 1)[0].split(">", 1)[0]
-        return host.lower() == self.config.domain.lower()
+        """Whether the far end may send this phone to ``uri`` (a REFER received): allowed domains only."""
+        hostport = re.sub(r"^sips?:(?:[^@]*@)?", "", uri).split(";", 1)[0].split(">", 1)[0].lower()
+        allowed = [d.lower() for d in self.config.security.transfer_domains] or [self.config.domain.lower()]
+        return hostport in allowed or hostport.rsplit(":", 1)[0] in allowed
 
     # --- commands (phone thread) --------------------------------------------------------------------------
 
@@ -523,6 +628,14 @@ class SipEngine:
     def register(self) -> None:
         if self._account is not None and not self._stop.is_set():
             self._do("register", lambda: self._account.setRegistration(True))
+
+    def switch_registrar(self) -> str:
+        """Use the other registrar (primary <-> secondary) from the next registration on; returns it."""
+        self._use_secondary = not self._use_secondary
+        a = self.config.account
+        if self._account is not None and not self._stop.is_set():
+            self._do("switch registrar", lambda: self._account.modify(self._account_config(self._transport_id)))
+        return a.secondary_registrar if self._use_secondary else a.registrar
 
     def unregister(self) -> bool:
         """Send the un-REGISTER; False when there was no registration to remove."""
@@ -595,6 +708,7 @@ class SipEngine:
     def set_mic_muted(self, call_id: int, muted: bool) -> None:
         """Mute what the call sends (the level the call's port takes from the conference bridge)."""
         call = self._call(call_id)
+        call.mic_muted = muted
         ci = call.getInfo()
         for i, mi in enumerate(ci.media):
             if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status in (
@@ -602,6 +716,37 @@ class SipEngine:
                 pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
             ):
                 self._do("mute", lambda: call.getAudioMedia(i).adjustRxLevel(0.0 if muted else 1.0))
+
+    def play_sound(self, path: str, *, loop: bool = False) -> int | None:
+        """Play a WAV file to the call's playback device, mixed with any call audio (the far end hears none).
+
+        Returns a handle for :meth:`stop_sound`, or None when calls use the null device (nothing to hear).
+        The caller stops a sound that is not looped once it has played: no ``onEof2`` callback, which would
+        come on PJSIP's sound thread. PJSUA opens the device for the sound and closes it a second after.
+        """
+        if self._ep is None or self._stop.is_set():
+            raise CommandError("the SIP engine is not running")
+        if self._null_sound:
+            return None
+        player = pj.AudioMediaPlayer()
+        try:
+            player.createPlayer(path, 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
+            player.startTransmit(self._ep.audDevManager().getPlaybackDevMedia())
+        except pj.Error as e:
+            raise CommandError(f"cannot play {path}: {e.reason}") from None
+        handle, self._next_player = self._next_player, self._next_player + 1
+        self._players[handle] = player
+        return handle
+
+    def stop_sound(self, handle: int) -> None:
+        """Stop a sound from :meth:`play_sound` (the player is dropped here, on the phone's thread)."""
+        player = self._players.pop(handle, None)
+        if player is None or self._ep is None:
+            return
+        try:
+            player.stopTransmit(self._ep.audDevManager().getPlaybackDevMedia())
+        except pj.Error as e:
+            log.warning("stopping sound %s: %s", handle, e.reason)
 
     def forget(self, call_id: int) -> None:
         """Drop an ended call (on the phone's thread, which PJSIP knows)."""

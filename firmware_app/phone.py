@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import ipaddress
+import socket
 import logging
 import time
 from dataclasses import dataclass, field
@@ -74,6 +76,9 @@ class Phone:
         self._reg_waiters: list[asyncio.Future[Registration]] = []
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._published: dict[str, Any] = {}  # plugins' own parts of status() (publish_status)
+        self._trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._screened: set[int] = set()  # refused calls: never shown to plugins
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -81,9 +86,10 @@ class Phone:
         self.loop = asyncio.get_running_loop()
         self.plugins.register_actions(self._register_action)
         self.engine = eng.SipEngine(self.config, self._post_from_engine)
+        self._trusted = await self.loop.run_in_executor(None, self._resolve_trusted)
+        self._set_registration(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
         await self.loop.run_in_executor(None, self.engine.start)
         self.engine.attach_thread()
-        self._set_registration(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
         log.info(
             "phone up: PJSIP %s, sound %s, plugins %s",
             self.engine.version,
@@ -209,6 +215,23 @@ class Phone:
         record.muted = muted
         self._changed(record)
         return record.view()
+
+    @property
+    def sound_devices(self) -> tuple[str | None, str | None]:
+        """The ALSA devices calls use, ``(capture, playback)`` as PJSUA2 names them; None with the null device."""
+        engine = self.engine
+        return (engine.capture_device, engine.playback_device) if engine else (None, None)
+
+    def play_sound(self, path: str, *, loop: bool = False) -> int | None:
+        """Play a WAV file to the headset (the calls' playback device), mixed with any call's audio.
+
+        Returns a handle for :meth:`stop_sound`, or None when calls use the null device. A sound that does
+        not loop is stopped by the caller once it has played.
+        """
+        return self._engine().play_sound(path, loop=loop)
+
+    def stop_sound(self, handle: int) -> None:
+        self._engine().stop_sound(handle)
 
     def set_transferring(self, call_id: int, transferring: bool) -> None:
         record = self._calls.get(call_id)
@@ -371,7 +394,14 @@ class Phone:
                 "sound": self.engine.sound_backend if self.engine else "",
                 "alive": bool(self.engine and self.engine.alive),
             },
+            **self._published,
         }
+
+    def publish_status(self, name: str, value: Any) -> None:
+        """Show a plugin's own state (plain JSON values) under ``name`` in :meth:`status`, e.g. ``"audio"``."""
+        if name in ("state", "registration", "calls", "plugins", "actions", "engine"):
+            raise ValueError(f"{name!r} is the phone's own part of the status")
+        self._published[name] = value
 
     # --- the engine's reports (loop thread) -------------------------------------------------------------
 
@@ -414,9 +444,19 @@ class Phone:
                 log.info("registered as %s (expires %s s)", reg.uri, reg.expires)
         elif reg.state is RegistrationState.FAILED:
             self._reg_failures += 1
-            delay = min(self.config.account.retry_interval * 2 ** (self._reg_failures - 1), self.config.account.retry_max)
-            auth = " (check the account's user and password)" if reg.code in (401, 403, 407) else ""
-            log.error("registration failed: %s %s%s; retrying in %s s", reg.code, reg.reason, auth, delay)
+            account = self.config.account
+            if reg.code in (401, 403, 407):
+                # Wrong credentials do not fix themselves: back off so the PBX does not see a storm.
+                delay = min(account.retry_interval * 2 ** (self._reg_failures - 1), account.retry_max)
+                hint = " (check the account's user and password)"
+            else:
+                # The registrar is down or unreachable: try again every interval, so the phone is back
+                # within one interval of the registrar, alternating with the secondary when there is one.
+                delay, hint = account.retry_interval, ""
+                if account.secondary_registrar and self.engine is not None:
+                    registrar = self.engine.switch_registrar()
+                    hint = f" (next attempt through {registrar})"
+            log.error("registration failed: %s %s%s; retrying in %s s", reg.code, reg.reason, hint, delay)
             if not self._stopping:
                 if self._reg_retry:
                     self._reg_retry.cancel()
@@ -446,8 +486,50 @@ class Phone:
             self.plugins.registration_changed(reg)
             self._emit("registration", **to_json(reg))
 
+    def _resolve_trusted(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The networks INVITEs may come from: configured, or the registrar's addresses (blocking DNS)."""
+        from firmware_app.config import registrar_hostport
+
+        account = self.config.account
+        entries = self.config.security.trusted_sources or [
+            registrar_hostport(r) for r in (account.registrar, account.secondary_registrar) if r
+        ]
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+                continue
+            except ValueError:
+                pass
+            host = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+            try:
+                infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_UDP)
+            except OSError as e:
+                log.warning("trusted source %s does not resolve (%s): no calls from it for now", entry, e)
+                continue
+            networks.extend(ipaddress.ip_network(info[4][0]) for info in infos)
+        return networks
+
+    def _screen(self, event: eng.IncomingEvent) -> str | None:
+        """Why an INVITE must not ring this phone, or None when it may."""
+        host = event.source.rsplit(":", 1)[0].strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return f"unparsable source {event.source}"
+        if not any(address in net for net in self._trusted):
+            return f"{host} is not a trusted source (security.trusted_sources)"
+        if event.to_user and event.to_user != self.config.account.user:
+            return f"it is for user {event.to_user!r}, not this phone's {self.config.account.user!r}"
+        return None
+
     def _on_incoming(self, event: eng.IncomingEvent) -> None:
         call = event.call
+        if (refusal := self._screen(event)) is not None:
+            log.warning("refused an INVITE from %s (%s): %s", event.source, call.remote_uri, refusal)
+            self._screened.add(call.id)
+            self._engine().reject(call.id, 403)
+            return
         if self._stopping:
             self._engine().reject(call.id, 503)
             return
@@ -457,6 +539,7 @@ class Phone:
         if busy:
             log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
             self._engine().reject(call.id, 486)
+            self._emit("call_waiting", call_id=call.id, remote_uri=call.remote_uri, busy_with=busy[0].sip.id, code=486)
             return
         self._changed(record, previous=None)
         decision = self.plugins.incoming_call(record.view()) or IncomingAction.RING
@@ -469,6 +552,11 @@ class Phone:
             self._engine().ring(call.id)
 
     def _on_call_state(self, call: Call) -> None:
+        if call.id in self._screened:
+            if call.state is CallState.ENDED:
+                self._screened.discard(call.id)
+                self._engine().forget(call.id)
+            return
         record = self._calls.get(call.id)
         if record is None:  # an outgoing call (or one a REFER made): first news of it
             record = self._calls[call.id] = _CallRecord(call)

@@ -250,7 +250,7 @@ def test_call_ended_by_the_caller_during_a_transfer_is_a_failure(call_up, sipp_t
     )
     phone.wait_state("transferring")
     kamailio.wait_for(lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 202)
-    caller.hangup()
+    caller.hangup(call_id)  # the call with the phone, not baresip's newer call to the target
     _, err = transfer.communicate(timeout=10)
     # Either the call's end or the transferee's cancelled INVITE (NOTIFY 487) reaches the phone first.
     assert transfer.returncode == 1

@@ -166,12 +166,11 @@ class TransferPlugin:
         finally:
             self._busy.discard(call.id)
             phone.set_transferring(call.id, False)
-        if phone.get_call(call.id) is not None:
-            phone.resume(call.id)  # the caller is back with the person
+        back = _give_back(phone, call.id)
         phone.report_transfer(last)
         raise CommandError(
             f"transfer to {name} failed: {last.code or ''} {last.reason}".replace("  ", " ")
-            + ("; the caller is back on the line" if phone.get_call(call.id) else "")
+            + ("; the caller is back on the line" if back else "")
         )
 
     async def _attempt(self, phone: Phone, call_id: int, name: str, target: Target) -> TransferStatus:
@@ -245,9 +244,8 @@ class TransferPlugin:
             reason = str(e) or "no final NOTIFY in time"
             if consult is not None and phone.get_call(consult) is not None:
                 phone.hangup(consult)
-            if phone.get_call(call.id) is not None:
-                phone.set_transferring(call.id, False)
-                phone.resume(call.id)
+            phone.set_transferring(call.id, False)
+            _give_back(phone, call.id)
             phone.report_transfer(
                 TransferStatus(call.id, name, target.uri, TransferState.FAILED, 0, reason, target.label)
             )
@@ -257,6 +255,18 @@ class TransferPlugin:
             if consult is not None:
                 self._call_waiters.pop(consult, None)
             phone.set_transferring(call.id, False)
+
+
+def _give_back(phone: Phone, call_id: int) -> bool:
+    """Take the caller off hold after a failed transfer; False when the call is gone or going."""
+    if phone.get_call(call_id) is None:
+        return False
+    try:
+        phone.resume(call_id)
+    except CommandError as e:
+        log.info("call %s: not resumed after the failed transfer: %s", call_id, e)
+        return False
+    return True
 
 
 def _status(s: TransferStatus, state: TransferState) -> TransferStatus:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from .kamailio import Kamailio
 from .support import LOOPBACK, ManagedProcess, PeerError, PeerTimeout, free_port, require_binary, wait_until
@@ -18,6 +19,7 @@ from .support import LOOPBACK, ManagedProcess, PeerError, PeerTimeout, free_port
 MODULE_DIR = Path("/usr/lib/baresip/modules")
 
 Event = dict[str, Any]
+T = TypeVar("T")
 
 # baresip-core has no null audio driver: aubridge's "nil" device swallows playback, and ausine is a source
 # that only opens at 48 kHz stereo (anything else closes the call with "Operation not supported").
@@ -153,10 +155,8 @@ class Baresip:
         process.stop(timeout=0.3)
         self._closing.set()
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._sock.close()
             self._sock = None
         if self._reader is not None:
@@ -180,7 +180,7 @@ class Baresip:
         def response() -> Event | None:
             return self._responses.pop(token, None)
 
-        reply: Event = self._wait(response, timeout, f"baresip {self.user} to answer '{name}'")
+        reply = self._wait(response, timeout, f"baresip {self.user} to answer '{name}'")
         if not reply.get("ok", False):
             raise PeerError(f"baresip {self.user} refused '{name} {params}': {reply.get('data')!r}")
         return reply
@@ -188,15 +188,31 @@ class Baresip:
     def dial(self, uri: str) -> None:
         self.command("dial", uri)
 
-    def accept(self) -> None:
+    def accept(self, call_id: str | None = None) -> None:
+        """Answer the current call, or the call with this SIP Call-ID (an event's "id")."""
+        self._select_call(call_id)
         self.command("accept")
 
-    def hangup(self) -> None:
+    def hangup(self, call_id: str | None = None) -> None:
+        """End the current call, or the call with this SIP Call-ID.
+
+        With two calls (a transferee calling the target) the current one is the newest: name the call.
+        """
+        self._select_call(call_id)
         self.command("hangup")
 
-    def transfer(self, uri: str) -> None:
-        """Blind-transfer the current call: baresip sends REFER with Refer-To: uri."""
+    def transfer(self, uri: str, call_id: str | None = None) -> None:
+        """Blind-transfer the current call (or this Call-ID): baresip sends REFER with Refer-To: uri."""
+        self._select_call(call_id)
         self.command("transfer", uri)
+
+    def _select_call(self, call_id: str | None) -> None:
+        if call_id is None:
+            return
+        reply = self.command("callfind", call_id)
+        # baresip answers ok even when it finds nothing; only this line says the call became current.
+        if "setting current call" not in str(reply.get("data")):
+            raise PeerError(f"baresip {self.user} has no call {call_id}: {reply.get('data')!r}")
 
     # -- events ------------------------------------------------------------------------------------------
 
@@ -221,7 +237,7 @@ class Baresip:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _wait(self, find: Callable[[], Any], timeout: float, what: str) -> Any:
+    def _wait(self, find: Callable[[], T | None], timeout: float, what: str) -> T:
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -12,10 +12,12 @@ import pytest
 from .baresip import Baresip
 from .kamailio import Kamailio
 from .sipp import Mode, SippTarget
-from .support import PeerError
+from .support import PeerError, require_binary
 
 USERS: tuple[str, ...] = tuple(str(number) for number in range(1000, 1010))
 PASSWORDS: dict[str, str] = {user: f"pw{user}" for user in USERS}
+# Transfers to these users are refused by the proxy with 603 Decline (the PBX's transfer policy).
+REFUSED_REFER_TARGETS: tuple[str, ...] = ("1099",)
 
 _TEST_START = pytest.StashKey[float]()
 _KAMAILIO_FIXTURES = ("kamailio", "kamailio_challenging_refer")
@@ -36,8 +38,16 @@ def _password(user: str) -> str:
         raise PeerError(f"user {user!r} is not provisioned; the test Kamailio knows {', '.join(USERS)}") from None
 
 
+def _require(binary: str) -> None:
+    """Fail (not skip) the test when a peer is missing: the project's setup installs all of them."""
+    try:
+        require_binary(binary)
+    except PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 def _start_kamailio(workdir: Path, challenge_refer: bool) -> Kamailio:
-    proxy = Kamailio(workdir, PASSWORDS, challenge_refer=challenge_refer)
+    proxy = Kamailio(workdir, PASSWORDS, challenge_refer=challenge_refer, refuse_refer_to=REFUSED_REFER_TARGETS)
     try:
         proxy.start()
     except PeerError as exc:
@@ -47,7 +57,7 @@ def _start_kamailio(workdir: Path, challenge_refer: bool) -> Kamailio:
 
 @pytest.fixture(scope="session")
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
-    """Registrar/proxy for the whole session: users 1000..1009, password "pw" + user, REFER not challenged."""
+    """Registrar/proxy for the session: users 1000..1009 (PASSWORDS), REFER not challenged, REFER to 1099 -> 603."""
     proxy = _start_kamailio(tmp_path_factory.mktemp("kamailio"), challenge_refer=False)
     yield proxy
     proxy.stop()
@@ -61,18 +71,19 @@ def kamailio_challenging_refer(tmp_path_factory: pytest.TempPathFactory) -> Iter
     proxy.stop()
 
 
-def _stop_all(peers: list[Baresip] | list[SippTarget]) -> None:
+def _stop_all(peers: Sequence[Baresip | SippTarget]) -> None:
     errors: list[BaseException] = []
     for peer in reversed(peers):
         try:
             peer.stop()
-        except Exception as exc:  # noqa: BLE001 - every peer must get its stop()
+        except Exception as exc:  # every peer must get its stop()
             errors.append(exc)
     if errors:
         raise errors[0]
 
 
 def _baresip_factory(proxy: Kamailio, workdir: Path) -> Generator[BaresipFactory, None, None]:
+    _require("baresip")
     started: list[Baresip] = []
 
     def make(user: str, *, answermode: str = "manual") -> Baresip:
@@ -100,6 +111,7 @@ def baresip_factory_challenging_refer(kamailio_challenging_refer: Kamailio,
 
 
 def _sipp_target_factory(proxy: Kamailio, workdir: Path) -> Generator[SippTargetFactory, None, None]:
+    _require("sipp")
     started: list[SippTarget] = []
 
     def make(user: str, mode: Mode = "answer", *, max_calls: int | None = None) -> SippTarget:
@@ -134,22 +146,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_TEST_START] = time.time()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
-    if report.when != "call" or not report.failed:
-        return
-    funcargs: dict[str, object] = getattr(item, "funcargs", {})
-    for name in _KAMAILIO_FIXTURES:
-        proxy = funcargs.get(name)
-        if isinstance(proxy, Kamailio):
-            since = item.stash.get(_TEST_START, None)
-            report.sections.append((f"SIP ladder at {name} ({proxy.domain})", proxy.format_ladder(since=since)))
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" and report.failed:
+        funcargs: dict[str, object] = getattr(item, "funcargs", {})
+        for name in _KAMAILIO_FIXTURES:
+            proxy = funcargs.get(name)
+            if isinstance(proxy, Kamailio):
+                ladder = proxy.format_ladder(since=item.stash.get(_TEST_START, None))
+                report.sections.append((f"SIP ladder at {name} ({proxy.domain})", ladder))
+    return report
 
 
 __all__ = [
     "PASSWORDS",
+    "REFUSED_REFER_TARGETS",
     "USERS",
     "BaresipFactory",
     "SippTargetFactory",

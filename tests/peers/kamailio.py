@@ -9,24 +9,26 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from .ladder import SipMessage, causal_order, format_ladder
-from .support import LOOPBACK, ManagedProcess, PeerError, free_port, require_binary, tail, wait_until
+from .support import LOOPBACK, ManagedProcess, PeerError, free_port, require_binary, wait_until
 
 __all__ = ["Kamailio", "SipMessage", "format_ladder"]
 
 TEMPLATE = Path(__file__).with_name("templates") / "kamailio.cfg"
+_SAFE_USER = re.compile(r"[A-Za-z0-9_-]+")
 # Worker processes share the log: give one that logged earlier a moment to write its line.
 _SETTLE_SECONDS = 0.05
 # sun_path is 108 bytes; deep pytest tmp dirs can exceed it.
 _MAX_SOCKET_PATH = 100
 
+
 def _module_dir() -> str:
-    candidates = glob.glob("/usr/lib/*/kamailio/modules") + ["/usr/lib/kamailio/modules"]
+    candidates = [*glob.glob("/usr/lib/*/kamailio/modules"), "/usr/lib/kamailio/modules"]
     for candidate in candidates:
         if Path(candidate, "tm.so").exists():
             return candidate + "/"
@@ -41,15 +43,24 @@ def _db_text_value(value: str) -> str:
 class Kamailio:
     """Kamailio 5.6 as registrar (digest auth) and record-routing stateful proxy on 127.0.0.1:PORT.
 
-    Only the proxy's host:port is "myself"; register and call users as sip:USER@{domain}.
+    Only the proxy's host:port is "myself"; register and call users as sip:USER@{domain}. Requests from
+    loopback are trusted, except that with `challenge_refer` a REFER from a user in `users` gets a 407
+    until it carries that user's credentials. A REFER whose Refer-To user is in `refuse_refer_to` is
+    answered 603 Decline by the proxy itself (a PBX's transfer policy).
     """
 
     host = LOOPBACK
 
-    def __init__(self, workdir: Path, users: Mapping[str, str], *, challenge_refer: bool = False) -> None:
+    def __init__(self, workdir: Path, users: Mapping[str, str], *, challenge_refer: bool = False,
+                 refuse_refer_to: Iterable[str] = ()) -> None:
         self.workdir = Path(workdir)
         self.users = dict(users)
         self.challenge_refer = challenge_refer
+        self.refuse_refer_to = tuple(refuse_refer_to)
+        for user in (*self.users, *self.refuse_refer_to):
+            # Users end up in db_text rows and a POSIX regex: keep them to characters neither treats specially.
+            if not _SAFE_USER.fullmatch(user):
+                raise ValueError(f"user {user!r} must match {_SAFE_USER.pattern}")
         self.log_path = self.workdir / "kamailio.log"
         self.config_path = self.workdir / "kamailio.cfg"
         self._port: int | None = None
@@ -58,7 +69,8 @@ class Kamailio:
         self._kamcmd = ""
         self._log_lock = threading.Lock()
         self._log_offset = 0
-        self._messages: list[SipMessage] = []
+        self._ordered: list[SipMessage] = []
+        self._unordered: list[SipMessage] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -74,7 +86,7 @@ class Kamailio:
         self._write_db(self.workdir / "db")
         self.config_path.write_text(self._render_config(self.workdir / "db"))
         self.log_path.write_bytes(b"")
-        self._log_offset, self._messages = 0, []
+        self._log_offset, self._ordered, self._unordered = 0, [], []
         self._process = ManagedProcess(
             "kamailio",
             [kamailio, "-DD", "-E", "-f", str(self.config_path), "-Y", str(run_dir),
@@ -133,12 +145,12 @@ class Kamailio:
     def ladder(self, since: float | None = None) -> list[SipMessage]:
         """Every message logged so far in causal order; only those at or after `since` (time.time()) if given."""
         with self._log_lock:
-            self._read_new_lines()
-            messages = list(self._messages)
-        if since is not None:
-            messages = [m for m in messages if m.time >= since]
-        # Worker processes share the log, so lines can land slightly out of order.
-        return causal_order(messages)
+            if self._read_new_lines():
+                # Worker processes share the log, so lines can land slightly out of order.
+                self._ordered = causal_order(self._ordered + self._unordered)
+                self._unordered = []
+            messages = self._ordered
+        return list(messages) if since is None else [m for m in messages if m.time >= since]
 
     def format_ladder(self, messages: list[SipMessage] | None = None, names: Mapping[str, str] | None = None,
                       *, since: float | None = None, width: int = 100) -> str:
@@ -177,7 +189,7 @@ class Kamailio:
         return done.stdout
 
     def contacts(self, user: str) -> list[str]:
-        """Contact URIs currently bound to `user` in the location table."""
+        """Contact URIs currently bound to `user` in the location table (expired ones left out)."""
         try:
             # "s:" forces a string: kamcmd would send a bare "1000" as an integer and find nothing.
             output = self.rpc("ul.lookup", "location", f"s:{user}")
@@ -185,7 +197,9 @@ class Kamailio:
             if "not found" in str(exc).lower():
                 return []
             raise
-        return re.findall(r"^\s*Address:\s*(\S+)\s*$", output, flags=re.MULTILINE)
+        # usrloc purges expired bindings on a timer; until then they are listed with "Expires: expired".
+        bindings = re.findall(r"^\s*Address:\s*(\S+)\s*$\s*^\s*Expires:\s*(\S+)", output, flags=re.MULTILINE)
+        return [address for address, expires in bindings if expires.isdigit() or expires == "permanent"]
 
     def registered(self, user: str) -> bool:
         return bool(self.contacts(user))
@@ -205,22 +219,25 @@ class Kamailio:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="kam-"))
         return self._socket_dir / "ctl.sock"
 
-    def _read_new_lines(self) -> None:
+    def _read_new_lines(self) -> bool:
+        """Parse what the log gained since the last call; True if it held new ladder lines."""
         # Incremental: wait_for() polls every few milliseconds while a session's log keeps growing.
         try:
             with open(self.log_path, "rb") as log:
                 log.seek(self._log_offset)
                 chunk = log.read()
         except FileNotFoundError:
-            return
+            return False
         complete, newline, _ = chunk.rpartition(b"\n")
         if not newline:
-            return  # only a half-written line so far
+            return False  # only a half-written line so far
         self._log_offset += len(complete) + 1
+        before = len(self._unordered)
         for line in complete.decode(errors="replace").splitlines():
             message = SipMessage.from_log_line(line)
             if message is not None:
-                self._messages.append(message)
+                self._unordered.append(message)
+        return len(self._unordered) > before
 
     def _answers_rpc(self) -> bool:
         if not self._ctl_socket.exists():
@@ -251,8 +268,14 @@ class Kamailio:
         (db_dir / "subscriber").write_text("\n".join(rows) + "\n")
 
     def _render_config(self, db_dir: Path) -> str:
+        defines = []
+        if self.challenge_refer:
+            defines.append("#!define CHALLENGE_REFER")
+        if self.refuse_refer_to:
+            defines.append("#!define REFUSE_REFER")
+            defines.append(f'#!substdef "!REFUSED_REFER_USERS!({"|".join(self.refuse_refer_to)})!g"')
         values = {
-            "defines": "#!define CHALLENGE_REFER" if self.challenge_refer else "",
+            "defines": "\n".join(defines),
             "port": str(self.port),
             "module_dir": _module_dir(),
             "ctl_socket": str(self._ctl_socket),
@@ -264,6 +287,3 @@ class Kamailio:
         if "{{" in text:
             raise PeerError(f"unfilled placeholder in {TEMPLATE}")
         return text
-
-    def log_tail(self, lines: int = 40) -> str:
-        return tail(self.log_path, lines)

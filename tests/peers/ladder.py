@@ -69,7 +69,7 @@ class SipMessage:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> SipMessage:
         """Build from one decoded ladder object (Kamailio writes "<null>" for absent values)."""
-        raw = {k: (None if v in ("<null>", "") else v) for k, v in record.items()}
+        raw: dict[str, Any] = {k: (None if v in ("<null>", "") else v) for k, v in record.items()}
         expires = raw.get("expires") or _contact_expires(raw.get("contact"))
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
@@ -101,25 +101,36 @@ def causal_order(messages: Iterable[SipMessage]) -> list[SipMessage]:
     ordered = sorted(messages, key=lambda m: m.time)
     # Tuples, not nudged floats: at Unix-time magnitude a float cannot resolve 1e-7 s.
     keys = {id(m): (m.time, 1, index) for index, m in enumerate(ordered)}
-    for index, reply in enumerate(ordered):
-        if reply.kind != "local-reply":
-            continue
-        request = next(
-            (m for m in reversed(ordered) if m.is_request and m.time <= reply.time and m.call_id == reply.call_id
-             and m.cseq == reply.cseq and m.method == reply.method and m.source == reply.destination),
-            None,
-        )
-        if request is None:
-            continue
-        answer = next(
-            (m for m in ordered if request.time < m.time < reply.time and m.source == reply.destination
-             and m.call_id == reply.call_id and not (m.is_request and m.method == request.method
-                                                     and m.cseq == request.cseq)),
-            None,
-        )
-        if answer is not None:
-            keys[id(reply)] = (answer.time, 0, index)
+    for call in _by_call_id(ordered).values():
+        for reply in call:
+            if reply.kind == "local-reply":
+                answer = _answer_to(reply, call)
+                if answer is not None:
+                    keys[id(reply)] = (answer.time, 0, keys[id(reply)][2])
     return sorted(ordered, key=lambda m: keys[id(m)])
+
+
+def _by_call_id(messages: list[SipMessage]) -> dict[str, list[SipMessage]]:
+    calls: dict[str, list[SipMessage]] = {}
+    for m in messages:
+        calls.setdefault(m.call_id, []).append(m)
+    return calls
+
+
+def _answer_to(reply: SipMessage, call: list[SipMessage]) -> SipMessage | None:
+    """The first message its receiver sent after the request and before the reply was logged, if any."""
+    request = next(
+        (m for m in reversed(call) if m.is_request and m.time <= reply.time and m.cseq == reply.cseq
+         and m.method == reply.method and m.source == reply.destination),
+        None,
+    )
+    if request is None:
+        return None
+    return next(
+        (m for m in call if request.time < m.time < reply.time and m.source == reply.destination
+         and not (m.is_request and m.method == request.method and m.cseq == request.cseq)),
+        None,
+    )
 
 
 # -- text sequence diagram ------------------------------------------------------------------------------
@@ -131,11 +142,12 @@ def format_ladder(messages: Iterable[SipMessage], names: Mapping[str, str] | Non
                   proxy: str | None = None, width: int = 100) -> str:
     """Render messages as a text sequence diagram at most `width` characters wide, one column per party.
 
-    `names` maps "ip:port" to labels ({"127.0.0.1:5070": "phone 1000"}) and sets the column order; addresses
-    with the same label share a column, and parties not named follow in order of appearance. `proxy` is Kamailio's "ip:port" (the source of its local
-    replies, found from them when omitted); it is the last column unless `names` places it. A relayed
-    message is drawn from its sender straight to the party Kamailio relayed it to; one that ended at the
-    proxy (REGISTER, an ACK for a failure, a 100 Trying) is drawn to the proxy's column.
+    `names` maps "ip:port" to labels ({"127.0.0.1:5070": "phone 1000"}) and sets the column order;
+    addresses with the same label share a column, and unnamed parties follow in order of appearance.
+    `proxy` is Kamailio's "ip:port" (found from its local replies when omitted); it is the last column
+    unless `names` places it. A relayed message is drawn from its sender straight to the party Kamailio
+    relayed it to; one that ended at the proxy (REGISTER, the ACK for a failure, a 100) ends at its column.
+    REFER and NOTIFY get a second line with the Refer-To, or the sipfrag and the subscription state.
     """
     return _Ladder(list(messages), dict(names or {}), proxy, width).render()
 
@@ -145,6 +157,9 @@ class _Ladder:
         self.messages = messages
         self.proxy = proxy or next((m.source for m in messages if m.kind == "local-reply"), "proxy")
         self.names = {self.proxy: "kamailio", **names}
+        self.transactions: dict[tuple[str, int], list[SipMessage]] = {}
+        for m in messages:
+            self.transactions.setdefault((m.call_id, m.cseq), []).append(m)
         self.routes = [(self._name(m.source), self._name(self._receiver(m))) for m in messages]
         self.parties = self._columns(names)
         self.width = width
@@ -167,7 +182,7 @@ class _Ladder:
         """Where the message went after the proxy, judged from the rest of the same transaction."""
         if m.kind == "local-reply":
             return m.destination or "?"
-        same = [o for o in self.messages if o.call_id == m.call_id and o.cseq == m.cseq and o is not m]
+        same = [o for o in self.transactions[(m.call_id, m.cseq)] if o is not m]
         if m.kind == "reply":
             # tm absorbs provisional 100s and replies to CANCEL (it answered the CANCEL itself).
             if m.status == 100 or m.method == "CANCEL":
@@ -191,13 +206,13 @@ class _Ladder:
         line_width = min(self.width, centers[-1] + span // 2)
         header = [" "] * line_width
         _put(header, 0, "time ms".rjust(_TIME_WIDTH))
-        for party, center in zip(self.parties, centers):
+        for party, center in zip(self.parties, centers, strict=True):
             label = party[: span - 1]
             _put(header, center - len(label) // 2, label)
         rows = ["".join(header).rstrip(), _lifelines(centers, line_width).rstrip()]
         start = self.messages[0].time
         column = {party: centers[i] for i, party in enumerate(self.parties)}
-        for m, (sender, receiver) in zip(self.messages, self.routes):
+        for m, (sender, receiver) in zip(self.messages, self.routes, strict=True):
             row = list(_lifelines(centers, line_width))
             _put(row, 0, f"{(m.time - start) * 1000.0:{_TIME_WIDTH}.1f}")
             _arrow(row, column[sender], column[receiver], m.label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 LOOPBACK = "127.0.0.1"
-SETUP_HINT = "run the project's setup (it installs kamailio, baresip-core and sip-tester from Debian)"
+SETUP_HINT = "run the project's setup, tests/setup.sh (it installs kamailio, baresip-core and sip-tester)"
 
 T = TypeVar("T")
 
@@ -149,7 +150,5 @@ class ManagedProcess:
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass

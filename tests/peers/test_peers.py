@@ -153,3 +153,36 @@ def test_refer_is_challenged_when_the_proxy_asks_for_it(
         ("request", None), ("local-reply", 407), ("request", None), ("reply", 202)]
     assert (refers[0].auth_user, refers[2].auth_user) == (None, "1001")
     assert refers[2].cseq == refers[0].cseq + 1
+
+
+def test_refer_to_a_barred_target_is_declined_by_the_proxy(
+        kamailio: Kamailio, baresip_factory: BaresipFactory) -> None:
+    transferor = baresip_factory("1001")
+    transferee = baresip_factory("1002", answermode="auto")
+    transferor.dial(transferee.uri)
+    transferor.wait_event("CALL_ESTABLISHED")
+    since = time.time()
+
+    transferor.transfer(kamailio.uri("1099"))
+
+    declined = kamailio.wait_for(lambda m: m.method == "REFER" and m.status is not None, since=since)
+    assert (declined.kind, declined.status, declined.destination) == ("local-reply", 603, transferor.source)
+    assert not [m for m in kamailio.ladder(since) if m.method == "REFER" and m.source == transferee.source]
+    assert transferor.wait_event("TRANSFER_FAILED")["param"] == "603 Decline"
+
+
+def test_hangup_by_call_id_picks_the_call_when_there_are_two(
+        baresip_factory: BaresipFactory, sipp_target_factory: SippTargetFactory) -> None:
+    ringing_target = sipp_target_factory("1005", "no_answer")
+    caller, callee = baresip_factory("1001"), baresip_factory("1002", answermode="auto")
+    caller.dial(callee.uri)
+    first = caller.wait_event("CALL_ESTABLISHED")["id"]
+    caller.dial(ringing_target.uri)
+    caller.wait_event("CALL_RINGING", where=lambda e: e["id"] != first)
+
+    caller.hangup(first)  # a bare hangup() would end the newest call, the one still ringing
+
+    assert callee.wait_event("CALL_CLOSED")["id"] == first
+    assert [e["id"] for e in caller.events if e["type"] == "CALL_CLOSED"] == [first]
+    with pytest.raises(PeerError):
+        caller.hangup("no-such-call")

@@ -1,0 +1,289 @@
+"""Hostile input never rings, crashes or unregisters the phone; only trusted parties steer it.
+
+A raw UDP sender on 127.0.0.2 plays the SIP scanner; the registrar (Kamailio) is on 127.0.0.1, so by
+default only 127.0.0.1 may ring the phone. After each hostile case the phone is still registered and
+answers a legitimate call.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests.phone_process import FIRMWARE_APP, wait
+
+SCANNER = "127.0.0.2"
+
+
+def phone_port(phone) -> int:
+    return int(phone.source.rsplit(":", 1)[1])
+
+
+def sip_request(method: str, port: int, *, user: str = "1000", body: str = "", extra: str = "") -> bytes:
+    branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+    lines = [
+        f"{method} sip:{user}@127.0.0.1:{port} SIP/2.0",
+        f"Via: SIP/2.0/UDP {SCANNER}:5099;branch={branch};rport",
+        "Max-Forwards: 70",
+        f"From: \"scanner\" <sip:100@{SCANNER}>;tag={uuid.uuid4().hex[:8]}",
+        f"To: <sip:{user}@127.0.0.1>",
+        f"Call-ID: {uuid.uuid4().hex}@{SCANNER}",
+        f"CSeq: 1 {method}",
+        f"Contact: <sip:100@{SCANNER}:5099>",
+        "User-Agent: friendly-scanner",
+    ]
+    if extra:
+        lines.append(extra)
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+class Scanner:
+    """Sends datagrams from 127.0.0.2 and collects whatever comes back."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((SCANNER, 5099))
+        self.sock.settimeout(0.3)
+
+    def send(self, data: bytes, port: int) -> list[str]:
+        self.sock.sendto(data, ("127.0.0.1", port))
+        replies = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                replies.append(self.sock.recv(65535).decode(errors="replace").split("\r\n", 1)[0])
+            except socket.timeout:
+                break
+        return replies
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def scanner():
+    s = Scanner()
+    yield s
+    s.close()
+
+
+def assert_still_serving(phone, baresip_factory, kamailio):
+    assert phone.process.poll() is None, "the phone died"
+    assert phone.status()["registration"]["state"] == "registered"
+    caller = baresip_factory("1001")
+    caller.dial(kamailio.uri("1000"))
+    phone.wait_state("ringing")
+    phone.cli("press", "main", "single")
+    caller.wait_event("CALL_ESTABLISHED")
+    caller.hangup()
+    phone.wait_state("idle")
+
+
+def test_untrusted_invites_never_ring(phone_factory, scanner, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    port = phone_port(phone)
+    assert scanner.send(sip_request("INVITE", port, body=SDP), port)[-1].startswith("SIP/2.0 403")
+    assert scanner.send(sip_request("INVITE", port), port)[-1].startswith("SIP/2.0 403")  # no SDP: no abort
+    assert scanner.send(sip_request("INVITE", port, user="admin", body=SDP), port)[-1].startswith("SIP/2.0 403")
+    scanner.send(sip_request("OPTIONS", port), port)
+    assert not [e for e in phone.events if e["event"] in ("call", "state")], "a refused INVITE reached plugins"
+    assert "refused an INVITE from 127.0.0.2" in phone.log()
+    assert_still_serving(phone, baresip_factory, kamailio)
+
+
+def test_an_invite_for_another_user_from_the_proxy_is_refused(phone_factory, kamailio, baresip_factory):
+    phone = phone_factory().start()
+    port = phone_port(phone)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2)
+    try:
+        request = sip_request("INVITE", port, user="9999", body=SDP).replace(SCANNER.encode(), b"127.0.0.1")
+        request = request.replace(b"127.0.0.1:5099", f"127.0.0.1:{sock.getsockname()[1]}".encode())
+        sock.sendto(request, ("127.0.0.1", port))
+        replies = []
+        while not any(r.startswith(("SIP/2.0 4", "SIP/2.0 2")) for r in replies):
+            replies.append(sock.recv(65535).decode().split("\r\n", 1)[0])
+    finally:
+        sock.close()
+    assert replies[-1].startswith("SIP/2.0 403"), replies
+    assert not [e for e in phone.events if e["event"] == "call"]
+    assert_still_serving(phone, baresip_factory, kamailio)
+
+
+MALFORMED = {
+    "garbage": lambda port: os.urandom(700),
+    "bad request line": lambda port: b"INVITE\r\n\r\n",
+    "wrong Content-Length": lambda port: sip_request("INVITE", port, body=SDP).replace(
+        f"Content-Length: {len(SDP)}".encode(), b"Content-Length: 9999"
+    ),
+    "negative Content-Length": lambda port: sip_request("OPTIONS", port).replace(b"Content-Length: 0", b"Content-Length: -5"),
+    "duplicate Call-ID and CSeq": lambda port: sip_request(
+        "INVITE", port, body=SDP, extra="Call-ID: second@x\r\nCSeq: 7 BYE"
+    ),
+    "unknown method": lambda port: sip_request("FROBNICATE", port),
+    "huge header": lambda port: sip_request("INVITE", port, body=SDP, extra="X-Pad: " + "A" * 60000),
+    "broken Via": lambda port: sip_request("INVITE", port, body=SDP).replace(b"Via: SIP/2.0/UDP", b"Via: SIP/9.9/XYZ"),
+    "no headers at all": lambda port: b"SIP/2.0 200 OK\r\n\r\n",
+    "NUL bytes": lambda port: sip_request("INVITE", port, body=SDP).replace(b"Max-Forwards", b"Max\x00Forwards"),
+    "stray response": lambda port: b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKx\r\n"
+    b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+def test_malformed_sip_never_crashes_or_creates_a_call(phone_factory, scanner, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    port = phone_port(phone)
+    for name, make in MALFORMED.items():
+        try:
+            scanner.send(make(port), port)
+        except OSError as e:  # a datagram larger than loopback's MTU is refused by the kernel, not the phone
+            assert "huge" in name, (name, e)
+        assert phone.process.poll() is None, f"the phone died on {name}"
+    assert not [e for e in phone.events if e["event"] in ("call", "state")]
+    assert_still_serving(phone, baresip_factory, kamailio)
+
+
+def test_refer_to_a_forbidden_target_is_refused(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    caller = baresip_factory("1001")
+    caller.dial(kamailio.uri("1000"))
+    phone.wait_state("ringing")
+    phone.cli("answer")
+    caller.wait_event("CALL_ESTABLISHED")
+    call_id = phone.status()["calls"][0]["sip_call_id"]
+    caller.transfer("sip:premium@evil.example")
+    kamailio.wait_for(lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 403)
+    time.sleep(0.5)
+    assert not [m for m in kamailio.ladder() if m.is_request and m.method == "INVITE" and m.source == phone.source]
+    event = phone.wait_event(lambda e: e["event"] == "transfer_request")
+    assert event["accepted"] is False and event["uri"] == "sip:premium@evil.example"
+    # baresip may end its call after a refused transfer; the phone itself never does
+    assert not [m for m in kamailio.ladder() if m.call_id == call_id and m.is_request and m.method == "BYE"
+                and m.source == phone.source]
+
+
+def test_secrets_readable_by_others_refuse_to_start(phone_factory):
+    phone = phone_factory()
+    (phone.workdir / "secrets.toml").chmod(0o644)
+    result = subprocess.run([*FIRMWARE_APP, "-c", str(phone.config), "run"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"firmware-app: {phone.workdir / 'secrets.toml'}: readable by others (mode 0644); chmod 0640 or 0600 it"
+    )
+
+
+def test_the_password_never_reaches_logs_status_or_events(phone_factory, baresip_factory, kamailio):
+    password = "pw1000"
+    phone = phone_factory(extra="").start()
+    phone.config.write_text(phone.config.read_text().replace('level = "debug"', 'level = "debug"\nsip_trace = true'))
+    phone.stop()
+    phone.start()
+    caller = baresip_factory("1001")
+    caller.dial(kamailio.uri("1000"))
+    phone.wait_state("ringing")
+    phone.cli("answer")
+    caller.wait_event("CALL_ESTABLISHED")
+    status = phone.cli("status").stdout
+    phone.stop()
+    log = phone.log()
+    assert "REGISTER sip:" in log  # the SIP trace really was on
+    for text in (log, status, repr(phone.events)):
+        assert password not in text
+
+
+def test_control_socket_refuses_other_users(phone_factory):
+    phone = phone_factory().start()
+    assert oct(phone.socket.stat().st_mode & 0o777) == "0o660"
+    nobody = pwd.getpwnam("nobody")
+
+    def drop() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setgroups([])
+        os.setuid(nobody.pw_uid)
+
+    result = subprocess.run(
+        ["/usr/bin/python3", "-c", f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(phone.socket)!r})"],
+        capture_output=True, text=True, preexec_fn=drop,
+    )
+    assert result.returncode != 0 and "PermissionError" in result.stderr
+
+
+def make_pki(tmp_path, host_san: str):
+    """A CA and a server certificate for ``host_san`` (e.g. DNS:wrong.example or IP:127.0.0.1)."""
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=Test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=pbx")
+    (tmp_path / "ext.cnf").write_text(f"subjectAltName={host_san}\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return tmp_path / "ca.pem"
+
+
+def tls_server(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    out = (tmp_path / "s_server.out").open("wb")
+    proc = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", "server.pem", "-key", "server.key",
+         "-quiet", "-tls1_2"],
+        cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,  # EOF on stdin ends it
+    )
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    wait(listening, 5, "openssl s_server")
+    return proc, port
+
+
+@pytest.mark.parametrize("san, verified", [("DNS:wrong.example", False), ("IP:127.0.0.1", True)])
+def test_tls_verifies_the_registrar_certificate(tmp_path, phone_factory, kamailio, san, verified):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    ca = make_pki(pki, san)
+    server, port = tls_server(pki)
+    try:
+        phone = phone_factory()
+        phone.config.write_text(
+            phone.config.read_text()
+            .replace(f'registrar = "{kamailio.domain}"', f'registrar = "127.0.0.1:{port}"\ntransport = "tls"')
+            + f'\n[security]\ntls_ca_file = "{ca}"\n'
+        )
+        phone.start(registered=False)
+        if verified:
+            # the handshake succeeded: s_server prints what the phone sent over TLS
+            wait(lambda: b"REGISTER sip:127.0.0.1" in (pki / "s_server.out").read_bytes(), 10, "a REGISTER over TLS")
+        else:
+            phone.wait_registration("failed")
+            assert b"REGISTER" not in (pki / "s_server.out").read_bytes()
+            assert "registration failed" in phone.log()
+    finally:
+        server.kill()
+        server.wait()
