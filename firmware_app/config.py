@@ -43,7 +43,7 @@ class Account(_Table):
     transport: Literal["udp", "tcp", "tls"] = "udp"
     local_port: Port = 5060  # 0 lets the system choose
     bind_address: str = ""  # empty: every address
-    reg_expiry: Annotated[int, Meta(ge=30, le=86400)] = 300
+    reg_expiry: Annotated[int, Meta(ge=10, le=86400)] = 300
     # After a failed registration: retry every retry_interval while the registrar is unreachable; after
     # an authentication failure back off, doubling up to retry_max.
     retry_interval: Annotated[int, Meta(ge=1, le=3600)] = 30

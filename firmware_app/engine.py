@@ -342,14 +342,17 @@ class SipEngine:
     # --- lifecycle (phone thread) -----------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the engine thread, the library, the transport and the account (registration begins)."""
+        """Start the engine thread, the library, the transport and the account (registration begins).
+
+        Callbacks may post events before this returns; the caller must call :meth:`attach_thread` on
+        its own thread before it acts on any of them.
+        """
         self._thread = threading.Thread(target=self._run, name="sip-engine", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):
             raise EngineError("the SIP engine did not start in time")
         if self._start_error is not None:
             raise EngineError(f"the SIP engine could not start: {self._start_error}") from self._start_error
-        self.attach_thread()
 
     def attach_thread(self, name: str = "phone") -> None:
         """Let the calling thread use PJSUA2 (the phone's loop thread, once)."""

@@ -79,6 +79,7 @@ class Phone:
         self._published: dict[str, Any] = {}  # plugins' own parts of status() (publish_status)
         self._trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._screened: set[int] = set()  # refused calls: never shown to plugins
+        self._early: list[eng.EngineEvent] | None = []  # engine events before this thread was attached
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -89,7 +90,11 @@ class Phone:
         self._trusted = await self.loop.run_in_executor(None, self._resolve_trusted)
         self._set_registration(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
         await self.loop.run_in_executor(None, self.engine.start)
+        # Only now may this thread call PJSUA2: events the engine posted meanwhile waited in _early.
         self.engine.attach_thread()
+        early, self._early = self._early, None
+        for event in early or ():
+            self._on_engine_event(event)
         log.info(
             "phone up: PJSIP %s, sound %s, plugins %s",
             self.engine.version,
@@ -411,6 +416,9 @@ class Phone:
             loop.call_soon_threadsafe(self._on_engine_event, event)
 
     def _on_engine_event(self, event: eng.EngineEvent) -> None:
+        if self._early is not None:
+            self._early.append(event)
+            return
         try:
             match event:
                 case eng.RegEvent(registration=reg):
@@ -477,7 +485,9 @@ class Phone:
             self._set_registration(dataclasses.replace(self.registration, state=RegistrationState.REGISTERING))
             self._engine().register()
         except CommandError as e:
-            log.error("registration retry failed: %s", e)
+            # e.g. the previous REGISTER is still waiting for its timeout (32 s over UDP): try again later
+            log.warning("registration retry not sent: %s; trying again in %s s", e, self.config.account.retry_interval)
+            self._reg_retry = self._loop().call_later(self.config.account.retry_interval, self._retry_registration)
 
     def _set_registration(self, reg: Registration) -> None:
         previous = self.registration

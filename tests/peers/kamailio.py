@@ -64,6 +64,7 @@ class Kamailio:
         self.log_path = self.workdir / "kamailio.log"
         self.config_path = self.workdir / "kamailio.cfg"
         self._port: int | None = None
+        self._keep_port: int | None = None
         self._process: ManagedProcess | None = None
         self._socket_dir: Path | None = None
         self._kamcmd = ""
@@ -82,7 +83,7 @@ class Kamailio:
         self.workdir.mkdir(parents=True, exist_ok=True)
         run_dir = self.workdir / "run"
         run_dir.mkdir(exist_ok=True)
-        self._port = free_port()
+        self._port = self._keep_port or free_port()
         self._write_db(self.workdir / "db")
         self.config_path.write_text(self._render_config(self.workdir / "db"))
         self.log_path.write_bytes(b"")
@@ -111,6 +112,13 @@ class Kamailio:
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
+
+    def restart(self, down_for: float = 0.0, timeout: float = 10.0) -> Self:
+        """Stop, stay down ``down_for`` seconds, start again on the same port (registrations are lost)."""
+        self._keep_port = self.port
+        self.stop()
+        time.sleep(down_for)
+        return self.start(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
