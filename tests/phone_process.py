@@ -48,8 +48,8 @@ class PhoneProcess:
         secrets = workdir / "secrets.toml"
         secrets.write_text(f'password = "{password}"\n')
         secrets.chmod(0o600)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.env.pop("NOTIFY_SOCKET", None)
+        inherited = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not the test runner's
+        self.env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.events: list[dict[str, Any]] = []
         self._events_proc: subprocess.Popen[str] | None = None
