@@ -17,6 +17,7 @@ from firmware_app.model import (
     Call,
     CallState,
     IncomingAction,
+    MessageWaiting,
     PhoneState,
     Registration,
     TransferStatus,
@@ -49,6 +50,10 @@ def softphone_configure(config: Config) -> None:
     starts. ``config.section(name)`` returns a plugin's table and marks it as known; use
     :func:`firmware_app.config.convert` to turn it into a typed value. Raise
     :class:`firmware_app.errors.ConfigError` for a mistake: it names the file, the key and what was expected.
+
+    Input plugins declare each control they read with ``config.declare_control(source, button)``. A plugin
+    that checks control names (the button mapping) implements this hook with ``@hookimpl(trylast=True)``:
+    it then runs after every plugin declared its controls and can reject a name none of them reads.
     """
 
 
@@ -92,6 +97,16 @@ def softphone_call_state_changed(call: Call, previous: CallState | None) -> None
 @hookspec
 def softphone_phone_state_changed(state: PhoneState, previous: PhoneState) -> None:
     """The phone as a whole changed state (idle, ringing, in call, on hold, transferring): for LEDs and tones."""
+
+
+@hookspec
+def softphone_message_waiting(status: MessageWaiting) -> None:
+    """The PBX reported voicemail for the account (SIP MWI, RFC 3842): waiting or not, and how many.
+
+    For a message-waiting lamp (the GPIO status LED blinks its ``message_waiting`` pattern while idle).
+    Fired for each message summary the account receives, changed or not; never while the engine does not
+    subscribe to MWI.
+    """
 
 
 # --- transfer --------------------------------------------------------------------------------------------

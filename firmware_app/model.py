@@ -92,6 +92,16 @@ class Registration:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageWaiting:
+    """Voicemail waiting for the account, as the PBX's message summary (RFC 3842) says."""
+
+    waiting: bool
+    new: int = 0  # new messages (0 when the PBX does not count them)
+    old: int = 0
+    account: str = ""  # the message account URI, when the PBX names one
+
+
+@dataclass(frozen=True, slots=True)
 class ButtonEvent:
     """One gesture on one control, whatever kind of control it came from."""
 

@@ -20,7 +20,16 @@ import pluggy
 
 from firmware_app import hookspecs
 from firmware_app.errors import ConfigError
-from firmware_app.model import ButtonEvent, Call, CallState, IncomingAction, PhoneState, Registration, TransferStatus
+from firmware_app.model import (
+    ButtonEvent,
+    Call,
+    CallState,
+    IncomingAction,
+    MessageWaiting,
+    PhoneState,
+    Registration,
+    TransferStatus,
+)
 
 log = logging.getLogger("firmware_app.plugins")
 
@@ -138,6 +147,9 @@ class PluginHost:
 
     def phone_state_changed(self, state: PhoneState, previous: PhoneState) -> None:
         self._call("softphone_phone_state_changed", state=state, previous=previous)
+
+    def message_waiting(self, status: MessageWaiting) -> None:
+        self._call("softphone_message_waiting", status=status)
 
     def transfer_status(self, status: TransferStatus) -> None:
         self._call("softphone_transfer_status", status=status)

@@ -3,6 +3,8 @@
 Defaults follow real headsets: a single press answers a ringing call and hangs up an active one, a long
 press rejects a ringing call and toggles hold in a call, a double press in a call blind-transfers to the
 default target. A hook switch (a level input) answers when lifted (down) and hangs up when put back (up).
+A control named ``mute`` toggles the microphone and ``volume_up``/``volume_down`` run the actions of those
+names instead; a default whose action no loaded plugin offers is left out.
 
 ```toml
 [buttons.default.in_call]        # for every control
@@ -10,6 +12,9 @@ double = "transfer:agents"
 [buttons.controls.mute.in_call]  # for the control named "mute" only
 single = "mute_call_toggle"
 ```
+
+A name under ``[buttons.controls]`` must be a control some input plugin reads
+(``config.declare_control``); an unknown control, phone state, gesture or action is a configuration error.
 """
 
 from __future__ import annotations
@@ -36,30 +41,58 @@ DEFAULTS: Mapping = {
     PhoneState.TRANSFERRING: {},
 }
 
+_IN_A_CALL = (PhoneState.IN_CALL, PhoneState.ON_HOLD, PhoneState.TRANSFERRING)
+
+
+def _every_state(action: str) -> Mapping:
+    return {s: {Gesture.SINGLE: action, Gesture.LONG: action} for s in PhoneState}
+
+
+#: Controls whose name says what they are do that, not what the main button does.
+CONTROL_DEFAULTS: dict[str, Mapping] = {
+    "mute": {s: ({Gesture.SINGLE: "mute_call_toggle"} if s in _IN_A_CALL else {}) for s in PhoneState},
+    "volume_up": _every_state("volume_up"),
+    "volume_down": _every_state("volume_down"),
+}
+
 
 class ButtonsPlugin:
     def __init__(self) -> None:
-        self.default: Mapping = {s: dict(m) for s, m in DEFAULTS.items()}
+        self.default: Mapping = _copy(DEFAULTS)
+        self.named: dict[str, Mapping] = {n: _copy(m) for n, m in CONTROL_DEFAULTS.items()}
         self.controls: dict[str, Mapping] = {}
 
-    @hookimpl
+    @hookimpl(trylast=True)  # after the input plugins declared their controls
     def softphone_configure(self, config: Config) -> None:
+        file = str(config.path)
         section = config.section("buttons")
         known = {"default", "controls"}
         for key in section:
             if key not in known:
-                raise ConfigError(str(config.path), f"buttons.{key}", "unknown key (expected default or controls)")
+                raise ConfigError(file, f"buttons.{key}", "unknown key (expected default or controls)")
         actions = getattr(config, "known_actions", None)
+        if actions is not None:  # leave out the defaults no loaded plugin can carry out
+            for mapping in (self.default, *self.named.values()):
+                for table in mapping.values():
+                    for gesture, action in list(table.items()):
+                        if action.partition(":")[0] not in actions:
+                            del table[gesture]
         for state, table in _parse(config, section.get("default", {}), "buttons.default", actions).items():
             self.default[state].update(table)
         controls = section.get("controls", {})
         if not isinstance(controls, dict):
-            raise ConfigError(str(config.path), "buttons.controls", "expected a table of controls")
+            raise ConfigError(file, "buttons.controls", "expected a table of controls")
+        declared = config.controls
         for name, value in controls.items():
+            if name not in declared:
+                have = ", ".join(f"{n} ({'/'.join(sorted(declared[n]))})" for n in sorted(declared)) or "none"
+                raise ConfigError(
+                    file, f"buttons.controls.{name}", f"no input plugin reads a control of this name (controls: {have})"
+                )
             self.controls[name] = _parse(config, value, f"buttons.controls.{name}", actions)
 
     def lookup(self, button: str, state: PhoneState, gesture: Gesture) -> str | None:
-        for mapping in (self.controls.get(button), self.default):
+        for mapping in (self.controls.get(button), self.named.get(button, self.default)):
             if mapping and gesture in mapping.get(state, {}):
                 action = mapping[state][gesture]
                 return action or None  # "" switches a default off
@@ -72,6 +105,10 @@ class ButtonsPlugin:
     @hookimpl
     def softphone_wants_double(self, source: str, button: str, state: PhoneState) -> bool | None:
         return self.lookup(button, state, Gesture.DOUBLE) is not None or None
+
+
+def _copy(mapping: Mapping) -> Mapping:
+    return {s: dict(mapping.get(s, {})) for s in PhoneState}
 
 
 def _parse(config: Config, table: Any, key: str, actions: set[str] | None) -> Mapping:

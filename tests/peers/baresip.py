@@ -113,6 +113,17 @@ class Baresip:
         return f"{LOOPBACK}:{self.sip_port}"
 
     def start(self, timeout: float = 10.0) -> Self:
+        # baresip binds UDP, TCP and TLS (the next port up); a port free when probed can be taken by another
+        # process before baresip binds it, so pick new ports and try again when that happens.
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except PeerError:
+                if attempt == 2 or "Address already in use" not in self.log_path.read_text(errors="replace"):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Self:
         if self._process is not None:
             raise PeerError(f"baresip {self.user} was already started")
         baresip = require_binary("baresip")

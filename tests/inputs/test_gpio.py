@@ -1,0 +1,314 @@
+"""The GPIO plugin on gpiozero's MockFactory, with real threads and real time (short thresholds)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from gpiozero import Button, Device
+from gpiozero.pins.mock import MockFactory
+
+from firmware_app.errors import ConfigError
+from firmware_app.model import MessageWaiting, PhoneState, TransferState, TransferStatus
+
+FAST = "long_press_ms = 500\ndouble_press_ms = 400\n"
+
+
+@pytest.fixture
+def mock_pins() -> Iterator[MockFactory]:
+    factory = MockFactory()
+    previous, Device.pin_factory = Device.pin_factory, factory
+    yield factory
+    factory.reset()
+    Device.pin_factory = previous
+
+
+def press(pin, held: float) -> None:  # runs on a worker thread, like a finger
+    import time
+
+    pin.drive_low()
+    time.sleep(held)
+    pin.drive_high()
+
+
+def test_single_press_is_reported_at_once_when_idle(mock_pins, phone_rig) -> None:
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], f"[gpio.buttons.main]\npin = 17\n{FAST}") as rig:
+            pin = mock_pins.pin(17)
+            await asyncio.to_thread(press, pin, 0.08)
+            assert await rig.wait_inputs(1) == [("gpio", "main", "single")]
+
+    asyncio.run(scenario())
+
+
+def test_double_press_when_the_state_maps_one_and_single_otherwise(mock_pins, phone_rig) -> None:
+    body = f'[gpio.buttons.main]\npin = 17\n{FAST}\n[buttons.controls.main.in_call]\ndouble = "hold"\n'
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            pin = mock_pins.pin(17)
+            rig.set_state(PhoneState.IN_CALL)
+            await asyncio.to_thread(press, pin, 0.05)
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(press, pin, 0.05)
+            assert await rig.wait_inputs(1) == [("gpio", "main", "double")]
+            await asyncio.to_thread(press, pin, 0.05)  # alone: single, once the double window closed
+            assert await rig.wait_inputs(2) == [("gpio", "main", "double"), ("gpio", "main", "single")]
+            rig.set_state(PhoneState.IDLE)  # nothing maps a double here: two presses are two singles
+            await asyncio.to_thread(press, pin, 0.05)
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(press, pin, 0.05)
+            assert (await rig.wait_inputs(4))[2:] == [("gpio", "main", "single")] * 2
+
+    asyncio.run(scenario())
+
+
+def test_long_press_and_bounce(mock_pins, phone_rig) -> None:
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], f"[gpio.buttons.main]\npin = 17\n{FAST}") as rig:
+            pin = mock_pins.pin(17)
+            for _ in range(3):  # contact bounce: pulses far shorter than min_press_ms
+                pin.drive_low()
+                pin.drive_high()
+            await asyncio.to_thread(press, pin, 0.7)
+            assert await rig.wait_inputs(1) == [("gpio", "main", "long")]
+            await asyncio.sleep(0.3)
+            assert rig.inputs() == [("gpio", "main", "long")]
+
+    asyncio.run(scenario())
+
+
+def test_hook_switch_is_a_level_input(mock_pins, phone_rig) -> None:
+    # a normally closed cradle contact to ground: low while the handset rests, high (pulled up) when lifted
+    body = '[gpio.buttons.hook]\npin = 22\nkind = "level"\nactive = "high"\n'
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            pin = mock_pins.pin(22)
+            assert pin.pull == "up" and pin.state  # the mock line floats up: "lifted" at start, no event
+            await asyncio.sleep(0.1)
+            assert rig.inputs() == []
+            pin.drive_low()  # put down
+            await rig.wait_inputs(1)
+            pin.drive_high()  # lifted, with a bounce
+            pin.drive_low()
+            pin.drive_high()
+            assert await rig.wait_inputs(2) == [("gpio", "hook", "up"), ("gpio", "hook", "down")]
+            await asyncio.sleep(0.1)
+            assert len(rig.inputs()) == 2
+
+    asyncio.run(scenario())
+
+
+def test_the_hook_switch_maps_to_answer_and_hangup(mock_pins, phone_rig) -> None:
+    from firmware_app.model import ButtonEvent, Gesture
+
+    body = '[gpio.buttons.hook]\npin = 22\nkind = "level"\n'
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            assert rig.host.map_input(ButtonEvent("gpio", "hook", Gesture.DOWN), PhoneState.RINGING) == "answer"
+            assert rig.host.map_input(ButtonEvent("gpio", "hook", Gesture.UP), PhoneState.IN_CALL) == "hangup"
+
+    asyncio.run(scenario())
+
+
+def states(pin) -> list[tuple[float, bool]]:
+    return [(round(s.timestamp, 3), s.state) for s in pin.states]
+
+
+async def recorded(pin, count: int, timeout: float = 5.0) -> None:
+    """Wait until the mock pin recorded ``count`` states (counting the one clear_states() noted)."""
+    deadline = time.monotonic() + timeout
+    while len(pin.states) < count:
+        assert time.monotonic() < deadline, f"the pin only went {states(pin)}"
+        await asyncio.sleep(0.01)
+
+
+def assert_pattern(pin, expected: list[tuple[float, bool]]) -> None:
+    """The pin went through these levels, each after this long since the previous change: never early,
+    and at most 0.2 s late (timers run late on a loaded machine, never early). 0.2 s still tells every
+    pattern from the others."""
+    actual = states(pin)[: len(expected)]
+    levels_ok = [level for _, level in actual] == [level for _, level in expected]
+    times_ok = all(e - 0.01 <= t <= e + 0.2 for (t, _), (e, _) in zip(actual, expected))
+    assert levels_ok and times_ok, f"the pin went {states(pin)}, expected {expected}"
+
+
+def test_status_led_follows_the_desk_phone_scheme(mock_pins, phone_rig) -> None:
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], "[gpio.leds.status]\npin = 27\n") as rig:
+            pin = mock_pins.pin(27)
+            assert pin.function == "output" and not pin.state  # not registered: off
+            rig.set_registered(True)
+            assert not pin.state  # idle: off
+
+            pin.clear_states()
+            rig.set_state(PhoneState.RINGING)  # fast blink: 0.125 s on, 0.125 s off
+            await recorded(pin, 6)
+            assert_pattern(pin, [(0, False), (0, True), (0.125, False), (0.125, True), (0.125, False), (0.125, True)])
+
+            rig.set_state(PhoneState.IN_CALL)  # solid
+            assert pin.state
+            pin.clear_states()
+            await asyncio.sleep(0.3)
+            assert pin.state and len(pin.states) == 1
+
+            pin.clear_states()
+            rig.set_state(PhoneState.ON_HOLD)  # slow blink: 0.5 s / 0.5 s, from where it was (on)
+            await recorded(pin, 3)
+            assert_pattern(pin, [(0, True), (0.5, False), (0.5, True)])
+
+            rig.set_state(PhoneState.IN_CALL)  # resumed
+            assert pin.state
+            pin.clear_states()
+            rig.set_state(PhoneState.TRANSFERRING)  # double flash: on .1 off .1 on .1 off .7, from on
+            await recorded(pin, 5)
+            assert_pattern(pin, [(0, True), (0.1, False), (0.1, True), (0.1, False), (0.7, True)])
+
+            rig.set_state(PhoneState.IDLE)
+            assert not pin.state
+            rig.set_registered(False)
+            rig.host.message_waiting(MessageWaiting(True, new=2))
+            assert not pin.state  # not registered wins over voicemail
+            pin.clear_states()
+            rig.set_registered(True)  # message waiting: a blip every 3 s
+            await recorded(pin, 3)
+            await asyncio.sleep(0.3)
+            assert_pattern(pin, [(0, False), (0, True), (0.1, False)])
+            assert len(pin.states) == 3  # and dark for a long while after it
+            rig.host.message_waiting(MessageWaiting(False))
+            assert not pin.state
+            conditions = [e["condition"] for e in rig.events if e["event"] == "led"]
+            assert conditions == [
+                "not_registered", "idle", "ringing", "in_call", "on_hold", "in_call", "transferring", "idle",
+                "not_registered", "message_waiting", "idle",
+            ]
+
+    asyncio.run(scenario())
+
+
+def test_status_led_shows_a_failed_transfer_then_the_call(mock_pins, phone_rig) -> None:
+    body = "[gpio.leds.status]\npin = 27\ntransfer_failed_ms = 400\n"
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            pin = mock_pins.pin(27)
+            rig.set_registered(True)
+            rig.set_state(PhoneState.TRANSFERRING)
+            rig.set_state(PhoneState.IN_CALL)  # the transferee's call failed: back in the call...
+            pin.clear_states()
+            rig.host.transfer_status(TransferStatus(1, "desk", "sip:1003@pbx.test", TransferState.FAILED, 486))
+            await recorded(pin, 5)  # ... with a flicker (0.05 / 0.05) for 0.4 s
+            assert_pattern(pin, [(0, True), (0.05, False), (0.05, True), (0.05, False), (0.05, True)])
+            await rig.wait(lambda: [e for e in rig.events if e.get("condition") == "in_call"][1:], 3, "in_call")
+            assert pin.state  # then solid again
+            conditions = [e["condition"] for e in rig.events if e["event"] == "led"]
+            assert conditions[-2:] == ["transfer_failed", "in_call"]
+
+    asyncio.run(scenario())
+
+
+def test_patterns_are_configurable(mock_pins, phone_rig) -> None:
+    body = '[gpio.leds.status]\npin = 27\nactive = "low"\n[gpio.leds.status.patterns]\nidle = "on"\nringing = [[0.05, 0.15]]\n'
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            pin = mock_pins.pin(27)
+            rig.set_registered(True)
+            assert pin.state is False  # "on", active low: the pin is driven low
+            pin.clear_states()
+            rig.set_state(PhoneState.RINGING)
+            await recorded(pin, 4)
+            assert_pattern(pin, [(0, False), (0.05, True), (0.15, False), (0.05, True)])  # on = low
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_releases_every_pin(mock_pins, phone_rig) -> None:
+    body = "[gpio.buttons.main]\npin = 17\n[gpio.leds.status]\npin = 27\n"
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            rig.set_registered(True)
+            rig.set_state(PhoneState.RINGING)
+            await asyncio.sleep(0.05)
+        assert not mock_pins.pin(27).state
+        Button(17).close()  # free again
+        from gpiozero import LED
+
+        LED(27).close()
+
+    asyncio.run(scenario())
+
+
+def test_a_busy_pin_is_reported_once_and_retried(mock_pins, phone_rig, caplog_inputs) -> None:
+    body = f"[gpio]\nretry_max_s = 1\n[gpio.buttons.main]\npin = 17\n{FAST}"
+
+    async def scenario() -> None:
+        squatter = Button(17)
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            await asyncio.sleep(1.2)  # at least one retry failed, quietly
+            squatter.close()
+            await rig.wait(lambda: ("buttons.main (GPIO17)", "ready") in rig.device_states("gpio"), 3)
+            assert rig.device_states("gpio") == [("buttons.main (GPIO17)", "unavailable"), ("buttons.main (GPIO17)", "ready")]
+            await asyncio.to_thread(press, mock_pins.pin(17), 0.05)
+            assert await rig.wait_inputs(1) == [("gpio", "main", "single")]
+        warnings = [r for r in caplog_inputs.records if r.levelno >= logging.WARNING and "GPIO17" in r.getMessage()]
+        assert len(warnings) == 1
+
+    asyncio.run(scenario())
+
+
+def test_without_gpio_the_phone_says_so_once_and_keeps_working(phone_rig, caplog_inputs, monkeypatch) -> None:
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    previous, Device.pin_factory = Device.pin_factory, None
+    body = "[gpio.buttons.main]\npin = 17\n[gpio.buttons.hook]\npin = 22\nkind = \"level\"\n[gpio.leds.status]\npin = 27\n"
+    from firmware_app.model import ButtonEvent, Gesture
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            rig.set_registered(True)
+            rig.set_state(PhoneState.RINGING)  # no LED to drive: nothing breaks
+            rig.phone.input(ButtonEvent("cli", "main", Gesture.SINGLE))
+            assert await rig.wait_inputs(1) == [("cli", "main", "single")]
+            assert rig.device_states("gpio") == [("gpio", "unavailable")]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        Device.pin_factory = previous
+    errors = [r for r in caplog_inputs.records if r.levelno >= logging.WARNING and r.name == "firmware_app.gpio"]
+    assert len(errors) == 1 and "no GPIO on this machine" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "expected"),
+    [
+        ("[gpio.buttons.main]\npin = 40\n", "gpio.buttons.main.pin", "<= 27"),
+        ("[gpio.buttons.main]\npin = 17\npull = \"sideways\"\n", "gpio.buttons.main.pull", "'up'"),
+        ("[gpio.buttons.main]\npin = 17\npull = \"off\"\n", "gpio.buttons.main.active", "required"),
+        ("[gpio.buttons.main]\npin = 17\nkind = \"toggle\"\n", "gpio.buttons.main.kind", "'button'"),
+        ("[gpio.buttons.main]\npin = 17\nlong_press = 5\n", "gpio.buttons.main.long_press", "unknown key"),
+        ("[gpio.buttons.main]\npin = 17\n[gpio.leds.status]\npin = 17\n", "gpio.leds.status.pin", "already used"),
+        ("[gpio.leds.status]\npin = 27\n[gpio.leds.status.patterns]\nringing = \"disco\"\n",
+         "gpio.leds.status.patterns.ringing", "disco"),
+        ("[gpio.buttons.main]\npin = 17\n[buttons.controls.mian.idle]\nsingle = \"call:1001\"\n",
+         "buttons.controls.mian", "main (gpio)"),
+        ("[gpio.buttons.main]\npin = 17\n[buttons.controls.main.idle]\nsingle = \"teleport\"\n",
+         "buttons.controls.main.idle.single", "unknown action"),
+        ("[gpio.buttons.main]\npin = 17\n[buttons.controls.main.idle]\ntriple = \"hangup\"\n",
+         "buttons.controls.main.idle.triple", "unknown gesture"),
+    ],
+)
+def test_configuration_mistakes_name_the_file_and_key(tmp_path, body, key, expected) -> None:
+    from firmware_app import app
+    from tests.inputs.conftest import write_config
+
+    path = write_config(tmp_path, ["softphone_calls", "softphone_buttons", "softphone_gpio"], body)
+    with pytest.raises(ConfigError) as e:
+        app.prepare(str(path), secrets=False, strict=True)
+    assert e.value.file == str(path) and e.value.key == key and expected in e.value.expected, str(e.value)
