@@ -32,11 +32,15 @@ def test_every_hook_is_documented_and_typed(name):
 
 
 def test_plugins_import_the_marker_from_the_app_not_pluggy():
+    import softphone_ble
     import softphone_buttons
     import softphone_calls
+    import softphone_gpio
+    import softphone_headset_keys
     import softphone_transfer
 
-    for module in (softphone_calls, softphone_buttons, softphone_transfer):
+    for module in (softphone_calls, softphone_buttons, softphone_transfer, softphone_gpio, softphone_ble,
+                   softphone_headset_keys):
         source = inspect.getsource(module)
         assert "import pluggy" not in source
         assert "from firmware_app import hookimpl" in source
