@@ -49,6 +49,7 @@ class Account(_Table):
     retry_interval: Annotated[int, Meta(ge=1, le=3600)] = 30
     retry_max: Annotated[int, Meta(ge=1, le=86400)] = 300
     reject_code: Annotated[int, Meta(ge=400, le=699)] = 486
+    mwi_subscribe: bool = False  # SUBSCRIBE to message-summary; PBXs that send MWI unsolicited need not
     secrets_file: str = "secrets.toml"  # relative to the configuration file's folder
 
 

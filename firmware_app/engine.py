@@ -76,6 +76,14 @@ class TransferEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class MwiEvent:
+    """A message summary NOTIFY (RFC 3842), solicited or not."""
+
+    source: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
 class TransferRequestEvent:
     """The far end asked this phone to call someone else (we are the transferee)."""
 
@@ -84,7 +92,7 @@ class TransferRequestEvent:
     accepted: bool
 
 
-EngineEvent = Union[RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent]
+EngineEvent = Union[RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent]
 
 
 def library_version() -> str:
@@ -287,6 +295,13 @@ class _PhoneAccount(pj.Account):
         except Exception:
             log.exception("incoming call callback failed")
 
+    def onMwiInfo(self, prm: pj.OnMwiInfoParam) -> None:
+        try:
+            body = prm.rdata.wholeMsg.split("\r\n\r\n", 1)[-1]
+            self.engine.post(MwiEvent(prm.rdata.srcAddress, body))
+        except Exception:
+            log.exception("message waiting callback failed")
+
     def onIncomingSubscribe(self, prm: pj.OnIncomingSubscribeParam) -> None:
         prm.code = 403  # presence is not offered
 
@@ -476,7 +491,7 @@ class SipEngine:
         }[self.config.security.srtp]
         ac.mediaConfig.srtpSecureSignaling = 0
         ac.presConfig.publishEnabled = False
-        ac.mwiConfig.enabled = False
+        ac.mwiConfig.enabled = a.mwi_subscribe  # unsolicited NOTIFYs (most PBXs) arrive either way
         ac.natConfig.iceEnabled = False
         ac.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
         ac.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED

@@ -10,8 +10,9 @@ import asyncio
 import dataclasses
 import inspect
 import ipaddress
-import socket
 import logging
+import re
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from firmware_app.model import (
     CallState,
     Direction,
     IncomingAction,
+    MessageWaiting,
     PhoneState,
     Registration,
     RegistrationState,
@@ -433,6 +435,8 @@ class Phone:
                     record = self._calls.get(event.call_id)
                     if record is not None and record.transfer_events is not None:
                         record.transfer_events.put_nowait(event)
+                case eng.MwiEvent():
+                    self._on_mwi(event)
                 case eng.TransferRequestEvent(call_id=cid, uri=uri, accepted=ok):
                     log.log(
                         logging.INFO if ok else logging.WARNING,
@@ -444,6 +448,15 @@ class Phone:
                     self._emit("transfer_request", call_id=cid, uri=uri, accepted=ok)
         except Exception:
             log.exception("handling %s failed", type(event).__name__)
+
+    def _on_mwi(self, event: eng.MwiEvent) -> None:
+        if not self._trusted_source(event.source):
+            log.warning("ignored a message-waiting NOTIFY from untrusted %s", event.source)
+            return
+        status = parse_message_summary(event.body)
+        log.info("voicemail: %s", f"{status.new} new, {status.old} old" if status.waiting else "none waiting")
+        self.plugins.message_waiting(status)
+        self._emit("message_waiting", **to_json(status))
 
     def _on_registration(self, reg: Registration) -> None:
         if reg.state is RegistrationState.REGISTERED:
@@ -520,15 +533,17 @@ class Phone:
             networks.extend(ipaddress.ip_network(info[4][0]) for info in infos)
         return networks
 
+    def _trusted_source(self, source: str) -> bool:
+        try:
+            address = ipaddress.ip_address(source.rsplit(":", 1)[0].strip("[]"))
+        except ValueError:
+            return False
+        return any(address in net for net in self._trusted)
+
     def _screen(self, event: eng.IncomingEvent) -> str | None:
         """Why an INVITE must not ring this phone, or None when it may."""
-        host = event.source.rsplit(":", 1)[0].strip("[]")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return f"unparsable source {event.source}"
-        if not any(address in net for net in self._trusted):
-            return f"{host} is not a trusted source (security.trusted_sources)"
+        if not self._trusted_source(event.source):
+            return f"{event.source.rsplit(':', 1)[0]} is not a trusted source (security.trusted_sources)"
         if event.to_user and event.to_user != self.config.account.user:
             return f"it is for user {event.to_user!r}, not this phone's {self.config.account.user!r}"
         return None
@@ -649,6 +664,24 @@ class Phone:
         if self.loop is None:
             raise CommandError("the phone is not running")
         return self.loop
+
+
+def parse_message_summary(body: str) -> MessageWaiting:
+    """RFC 3842 message-summary: ``Messages-Waiting: yes``, ``Voice-Message: 2/8 (0/2)``."""
+    fields = {}
+    for line in body.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    new = old = 0
+    if m := re.match(r"(\d+)/(\d+)", fields.get("voice-message", "")):
+        new, old = int(m[1]), int(m[2])
+    return MessageWaiting(
+        waiting=fields.get("messages-waiting", "").lower() == "yes",
+        new=new,
+        old=old,
+        account=fields.get("message-account", ""),
+    )
 
 
 def _owner(handler: Any) -> str:

@@ -287,3 +287,32 @@ def test_tls_verifies_the_registrar_certificate(tmp_path, phone_factory, kamaili
     finally:
         server.kill()
         server.wait()
+
+
+def mwi_notify(port: int, source: str, source_port: int) -> bytes:
+    body = "Messages-Waiting: yes\r\nMessage-Account: sip:*97@127.0.0.1\r\nVoice-Message: 2/8 (0/2)\r\n"
+    return (
+        f"NOTIFY sip:1000@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {source}:{source_port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:voicemail@{source}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:1000@127.0.0.1>\r\nCall-ID: {uuid.uuid4().hex}\r\nCSeq: 1 NOTIFY\r\n"
+        f"Contact: <sip:voicemail@{source}:{source_port}>\r\nEvent: message-summary\r\n"
+        f"Subscription-State: active\r\nContent-Type: application/simple-message-summary\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def test_message_waiting_from_the_pbx_is_reported_and_from_others_ignored(phone_factory, scanner):
+    phone = phone_factory().start()
+    port = phone_port(phone)
+    scanner.send(mwi_notify(port, SCANNER, 5099), port)
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.1", 0))
+    try:
+        pbx.sendto(mwi_notify(port, "127.0.0.1", pbx.getsockname()[1]), ("127.0.0.1", port))
+        event = phone.wait_event(lambda e: e["event"] == "message_waiting")
+    finally:
+        pbx.close()
+    assert (event["waiting"], event["new"], event["old"]) == (True, 2, 8)
+    assert [e for e in phone.events if e["event"] == "message_waiting"] == [event]  # the scanner's was ignored
+    assert "ignored a message-waiting NOTIFY from untrusted 127.0.0.2" in phone.log()
