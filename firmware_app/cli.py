@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("action", _action, "run any action by name, e.g. hold or transfer:reception")
     sp.add_argument("name")
     sp = cmd("events", _events, "print the phone's events as JSON lines until it stops")
+    sp = cmd("doctor", _doctor, "check sound devices, mixer, PJSUA2 build and registrar (the phone need not run)")
+    sp.add_argument("--json", action="store_true", help="print the report as JSON, for fleet tools")
     return p
 
 
@@ -147,6 +149,14 @@ def _transfer(args: argparse.Namespace) -> int:
 def _action(args: argparse.Namespace) -> int:
     _print(_send(args, {"cmd": "action", "name": args.name}))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from firmware_app import doctor
+
+    report = doctor.run(args.config)
+    print(json.dumps(report, indent=2) if args.json else doctor.format_text(report))
+    return 0 if report["ok"] else EXIT_FAILED
 
 
 def _events(args: argparse.Namespace) -> int:
