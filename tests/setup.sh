@@ -4,6 +4,7 @@
 # .venv with the project and its plugin extras, and PJSUA2 2.17 built from Debian's source archive
 # (cached in /var/cache/firmware-app/pjsua2: about 4 minutes the first time, seconds after).
 # FIRMWARE_APP_PJSUA2=wheel installs the PyPI wheel (2.15.1, no sound) instead: development only.
+# --image also installs what the opt-in image build and boot test need (pytest -m slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ packages=(
     # audio tests (a clocked ALSA device through PulseAudio), BLE tests (a private D-Bus), units, scripts
     pulseaudio libasound2-plugins alsa-utils dbus systemd shellcheck openssl
 )
+if [[ ${1:-} == --image ]]; then
+    packages+=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs qemu-system-arm)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
