@@ -1,0 +1,395 @@
+"""The two phones under measurement (the app and the baseline script), the caller, and the wire's clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.peers.baresip import Baresip
+from tests.peers.kamailio import Kamailio
+from tests.peers.ladder import SipMessage
+
+REPO = Path(__file__).resolve().parents[1]
+PIN = 17
+HOLD_MS = 50  # how long the bench holds the button down: more than the app's min_press_ms (30)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def wait(predicate: Any, timeout: float, what: str, interval: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- the wire: Kamailio's log ------------------------------------------------------------------------------
+
+
+class Wire:
+    """Kamailio's ladder lines, read incrementally: when each message reached the proxy ($TV(Sn))."""
+
+    def __init__(self, kamailio: Kamailio) -> None:
+        self.path = kamailio.log_path
+        self._offset = 0
+        self.answers: dict[str, float] = {}  # Call-ID -> first "200 OK" to its INVITE received from the callee
+        self.registered: list[tuple[float, str]] = []  # (time, user) of each 200 the registrar sent to a REGISTER
+        self.caller_sources: set[str] = set()
+
+    def poll(self) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        complete, newline, _ = chunk.rpartition(b"\n")
+        if not newline:
+            return
+        self._offset += len(complete) + 1
+        for line in complete.decode(errors="replace").splitlines():
+            m = SipMessage.from_log_line(line)
+            if m is None:
+                continue
+            if m.kind == "reply" and m.method == "INVITE" and m.status == 200 and m.source not in self.caller_sources:
+                if m.call_id not in self.answers or m.time < self.answers[m.call_id]:
+                    self.answers[m.call_id] = m.time
+            elif m.kind == "local-reply" and m.method == "REGISTER" and m.status == 200 and m.to_user:
+                self.registered.append((m.time, m.to_user))
+
+    def register_ok_after(self, user: str, since: float) -> float | None:
+        self.poll()
+        times = [t for t, u in self.registered if u == user and t >= since]
+        return min(times) if times else None
+
+
+# --- the phones -------------------------------------------------------------------------------------------
+
+
+class Phone:
+    """What the bench needs from a phone process, app or baseline."""
+
+    name: str
+    kind: str  # "app" or "baseline"
+    deciding_edge: str  # "press" or "release": the pin edge after which the phone answers
+    process: subprocess.Popen[bytes] | None
+    user: str
+    started_at: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["GPIOZERO_PIN_FACTORY"] = "mock"
+    env.update(extra or {})
+    return env
+
+
+class AppPhone(Phone):
+    """``firmware-app run`` as a subprocess, driven over its control socket (one persistent connection)."""
+
+    kind = "app"
+    deciding_edge = "release"  # the gesture recognizer knows a single press (not a long one) at the release
+
+    def __init__(self, workdir: Path, kamailio: Kamailio, user: str, password: str, body: str,
+                 env: dict[str, str] | None = None, name: str = "app") -> None:
+        self.name, self.user = name, user
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.socket_path = workdir / "control.sock"
+        self.config = workdir / "config.toml"
+        self.config.write_text(
+            f'[account]\nregistrar = "{kamailio.domain}"\nuser = "{user}"\nlocal_port = 0\n\n'
+            f'[control]\nsocket = "{self.socket_path}"\n\n{body}'
+        )
+        secrets = workdir / "secrets.toml"
+        secrets.write_text(f'password = "{password}"\n')
+        secrets.chmod(0o600)
+        self.env = _env(env)
+        self.process = None
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+
+    def start(self) -> float:
+        self.socket_path.unlink(missing_ok=True)
+        log = open(self.workdir / "phone.log", "ab")  # noqa: SIM115
+        argv = [sys.executable, "-m", "firmware_app.cli", "-c", str(self.config), "run"]
+        self.started_at = time.time()
+        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+        log.close()
+        return self.started_at
+
+    def connect(self, timeout: float = 15.0) -> None:
+        wait(lambda: self.socket_path.exists() or not self.alive(), timeout, f"{self.name}'s control socket")
+        if not self.alive():
+            raise BenchError(f"{self.name} exited: see {self.workdir / 'phone.log'}")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(str(self.socket_path))
+        self._reader = self._sock.makefile("rb")
+
+    def request(self, message: dict[str, Any]) -> Any:
+        assert self._sock is not None
+        self._sock.sendall(json.dumps(message).encode() + b"\n")
+        reply = json.loads(self._reader.readline())
+        if not reply.get("ok"):
+            raise BenchError(f"{self.name}: {message} -> {reply.get('error')}")
+        return reply.get("result")
+
+    def registered(self) -> bool:
+        return self.request({"cmd": "status"})["registration"]["state"] == "registered"
+
+    def press_control(self) -> float:
+        """The control socket's press (the same path as a button, after the gesture): returns when sent."""
+        line = b'{"cmd": "press", "button": "main", "gesture": "single"}\n'
+        assert self._sock is not None
+        sent = time.time()
+        self._sock.sendall(line)
+        reply = json.loads(self._reader.readline())  # comes once the action ran, after the 200 OK was sent
+        if not reply.get("ok") or reply["result"].get("action") != "answer":
+            raise BenchError(f"{self.name}: press -> {reply}")
+        return sent
+
+    def press_pin(self, tag: str) -> None:
+        self.request({"cmd": "action", "name": f"bench_press:{PIN}:{HOLD_MS}:{tag}"})
+
+    def edges(self, tag: str, timeout: float = 2.0) -> list[float]:
+        found: dict[str, list[float]] = {}
+
+        def fetch() -> bool:
+            found.update(self.request({"cmd": "action", "name": "bench_edges"}))
+            return tag in found
+
+        wait(fetch, timeout, f"{self.name}'s pin edges", interval=0.02)
+        return found[tag]
+
+    def trim(self) -> None:
+        self.request({"cmd": "action", "name": "bench_trim"})
+
+    def probes(self) -> list[float]:
+        return self.request({"cmd": "action", "name": "bench_probes"})
+
+    def disconnect(self) -> None:
+        if self._sock is not None:
+            self._reader.close()
+            self._sock.close()
+            self._sock = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.disconnect()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class BaselinePhone(Phone):
+    """bench/baseline.py as a subprocess: commands on its stdin, edge times and registration on its stdout."""
+
+    kind = "baseline"
+    deciding_edge = "press"  # gpiozero's when_pressed puts the answer on the queue at the press
+
+    def __init__(self, workdir: Path, kamailio: Kamailio, user: str, password: str,
+                 env: dict[str, str] | None = None, name: str = "baseline") -> None:
+        self.name, self.user = name, user
+        self.env = _env(env)
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.argv = [sys.executable, str(REPO / "bench" / "baseline.py"), "--registrar", kamailio.domain,
+                     "--user", user, "--password", password, "--pin", str(PIN)]
+        self.process = None
+        self._edges: dict[str, list[float]] = {}
+        self._registered = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self) -> float:
+        log = open(self.workdir / "baseline.log", "ab")  # noqa: SIM115
+        self._registered.clear()
+        self.started_at = time.time()
+        self.process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                        env=self.env, cwd=REPO)
+        log.close()
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        return self.started_at
+
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "edge" in message:
+                with self._lock:
+                    self._edges[message["edge"]] = [message["press"], message["release"]]
+            elif message.get("event") == "registered":
+                self._registered.set()
+
+    def connect(self, timeout: float = 15.0) -> None:
+        pass
+
+    def registered(self) -> bool:
+        return self._registered.is_set()
+
+    def _send(self, line: str) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(line.encode())
+        self.process.stdin.flush()
+
+    def press_control(self) -> float:
+        sent = time.time()
+        self._send("press\n")
+        return sent
+
+    def press_pin(self, tag: str) -> None:
+        self._send(f"pin {PIN} {HOLD_MS} {tag}\n")
+
+    def trim(self) -> None:
+        self._send("trim\n")
+
+    def edges(self, tag: str, timeout: float = 2.0) -> list[float]:
+        def fetch() -> list[float] | None:
+            with self._lock:
+                return self._edges.pop(tag, None)
+
+        return wait(fetch, timeout, f"{self.name}'s pin edges")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self._send("quit\n")
+                self.process.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+# --- the caller ------------------------------------------------------------------------------------------
+
+
+class Caller:
+    """baresip dialling a phone, one call at a time; its event list is emptied after each call."""
+
+    def __init__(self, baresip: Baresip, kamailio: Kamailio) -> None:
+        self.ua = baresip
+        self.kamailio = kamailio
+
+    def _forget_events(self) -> None:
+        with self.ua._changed:  # the bench's own peer: keep the event list short over thousands of calls
+            self.ua._events.clear()
+            self.ua._consumed.clear()
+
+    def ring(self, phone: Phone, timeout: float = 5.0) -> str:
+        self._forget_events()
+        self.ua.dial(self.kamailio.uri(phone.user))
+        return str(self.ua.wait_event("CALL_RINGING", timeout)["id"])
+
+    def established(self, call_id: str, timeout: float = 5.0) -> None:
+        self.ua.wait_event("CALL_ESTABLISHED", timeout, where=lambda e: e.get("id") == call_id)
+
+    def hang_up(self, call_id: str, timeout: float = 5.0) -> None:
+        self.ua.hangup()
+        self.ua.wait_event("CALL_CLOSED", timeout, where=lambda e: e.get("id") == call_id)
+
+
+@dataclass
+class Press:
+    phone: str
+    path: str  # "pin" or "control"
+    call_id: str
+    edge: float  # time.time() of the deciding pin edge, or of sending the control command
+    wire: float | None = None  # when the 200 OK reached the proxy
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.wire is None else (self.wire - self.edge) * 1000.0
+
+
+@dataclass
+class Cycle:
+    caller: Caller
+    settle: tuple[float, float] = (0.05, 0.10)  # after the ringing starts, as a person takes a moment
+    presses: list[Press] = field(default_factory=list)
+    _tags: int = 0
+
+    def call(self, phone: Phone, path: str) -> Press:
+        """Ring the phone, answer it through `path`, hang up from the caller."""
+        call_id = self.caller.ring(phone)
+        time.sleep(random.uniform(*self.settle))
+        if path == "pin":
+            self._tags += 1
+            tag = str(self._tags)
+            phone.press_pin(tag)
+            self.caller.established(call_id)
+            edges = phone.edges(tag)
+            edge = edges[0] if phone.deciding_edge == "press" else edges[1]
+        else:
+            edge = phone.press_control()
+            self.caller.established(call_id)
+        self.caller.hang_up(call_id)
+        press = Press(phone.name, path, call_id, edge)
+        self.presses.append(press)
+        return press
+
+
+_JITTER = r"""
+import json, signal, sys, time
+period, late, stop = float(sys.argv[1]), [], []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+while not stop:
+    t = time.monotonic()
+    time.sleep(period)
+    late.append((time.monotonic() - t - period) * 1000.0)
+print(json.dumps(late))
+"""
+
+
+class Jitter:
+    """A thread that sleeps 5 ms at a time and notes how late it wakes: the machine's own scheduling delay.
+
+    Run beside the presses, it tells how much of a phone's tail latency any sleeping thread would have
+    suffered on this machine at that moment (other engineers' builds and tests share its two cores).
+    """
+
+    def __init__(self, period: float = 0.005) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", _JITTER, str(period)], stdout=subprocess.PIPE)
+
+    def stop(self) -> list[float]:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=10)
+        return json.loads(out)
+
+
+def match_wire(presses: list[Press], wire: Wire, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        wire.poll()
+        for p in presses:
+            if p.wire is None:
+                p.wire = wire.answers.get(p.call_id)
+        if all(p.wire is not None for p in presses) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
