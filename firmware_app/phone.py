@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import ipaddress
 import logging
@@ -601,6 +602,8 @@ class Phone:
         if call.state is CallState.ENDED:
             self._calls.pop(call.id, None)
             self._engine().forget(call.id)
+            if not self._calls:
+                self._loop().call_later(TRIM_AFTER_S, self._trim_heap)
 
     def _on_media(self, event: eng.MediaEvent) -> None:
         record = self._calls.get(event.call_id)
@@ -645,6 +648,18 @@ class Phone:
 
     # --- helpers ----------------------------------------------------------------------------------------
 
+    def _trim_heap(self) -> None:
+        """Give the heap PJSIP freed after the last calls back to the system, once the phone is quiet.
+
+        glibc keeps freed memory for reuse: without this an idle phone stays ~8 MB larger after a busy
+        spell (measured in bench/: all but 1.6 MB of it comes back).
+        """
+        if self._calls or self._stopping:
+            return
+        libc = _libc()
+        if libc is not None:
+            libc.malloc_trim(0)
+
     def _pick(self, call_id: int | None, *states: CallState) -> Call:
         if call_id is None:
             return self.current_call(*states)
@@ -664,6 +679,20 @@ class Phone:
         if self.loop is None:
             raise CommandError("the phone is not running")
         return self.loop
+
+
+#: PJSIP releases a call's memory some seconds after the call ended; trimming earlier returns little.
+TRIM_AFTER_S = 35.0
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None  # not glibc: nothing to trim
 
 
 def parse_message_summary(body: str) -> MessageWaiting:
