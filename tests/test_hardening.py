@@ -316,3 +316,26 @@ def test_message_waiting_from_the_pbx_is_reported_and_from_others_ignored(phone_
     assert (event["waiting"], event["new"], event["old"]) == (True, 2, 8)
     assert [e for e in phone.events if e["event"] == "message_waiting"] == [event]  # the scanner's was ignored
     assert "ignored a message-waiting NOTIFY from untrusted 127.0.0.2" in phone.log()
+
+
+def test_out_of_dialog_requests_from_strangers_are_not_acted_on(phone_factory, scanner, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    port = phone_port(phone)
+    subscribe = sip_request("SUBSCRIBE", port, extra="Event: presence\r\nExpires: 600")
+    assert not scanner.send(subscribe, port)[-1].startswith("SIP/2.0 2"), "presence is not offered"
+    scanner.send(sip_request("REFER", port, extra=f"Refer-To: <sip:900@{SCANNER}>"), port)
+    scanner.send(sip_request("MESSAGE", port, body="hello").replace(b"application/sdp", b"text/plain"), port)
+    scanner.send(sip_request("NOTIFY", port, extra="Event: refer\r\nSubscription-State: active"), port)
+    time.sleep(0.5)
+    assert not [m for m in kamailio.ladder() if m.is_request and m.method == "INVITE" and m.source == phone.source]
+    assert not [e for e in phone.events if e["event"] in ("call", "state", "transfer", "transfer_request")]
+    assert_still_serving(phone, baresip_factory, kamailio)
+
+
+def test_mandatory_srtp_refuses_a_plain_rtp_offer_with_488(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory(extra='[security]\nsrtp = "mandatory"\n').start()
+    caller = baresip_factory("1001")  # offers plain RTP/AVP
+    caller.dial(kamailio.uri("1000"))
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 488)
+    caller.wait_event("CALL_CLOSED")
+    assert not [e for e in phone.events if e["event"] == "state" and e["state"] == "ringing"]
