@@ -25,22 +25,8 @@ log() { printf 'pjsua2-arm64: %s\n' "$*" >&2; }
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
-# 1. The pjproject source: the asterisk source package's component tarball from sid, fetched with a private
-#    apt state (shared with build.sh's cache layout, so a machine that built for x86 fetches nothing).
-src_dir="$cache/src"
-tarball=$(find "$src_dir" -maxdepth 1 -name 'asterisk_*.orig-Xpjproject.tar.xz' 2>/dev/null | sort | tail -n 1)
-if [[ -z "$tarball" ]]; then
-    apt_root="$cache/apt"
-    mkdir -p "$apt_root/lists/partial" "$src_dir"
-    echo "deb-src $mirror sid main" > "$apt_root/sources.list"
-    apt_opts=(-o "Dir::Etc::SourceList=$apt_root/sources.list" -o Dir::Etc::SourceParts=/dev/null
-              -o "Dir::State::Lists=$apt_root/lists" -o APT::Sandbox::User=root)
-    log "fetching the pjproject source from Debian sid (asterisk source package)"
-    apt-get -qq "${apt_opts[@]}" update
-    (cd "$src_dir" && apt-get -qq "${apt_opts[@]}" source --download-only asterisk >/dev/null)
-    find "$src_dir" -maxdepth 1 -type f ! -name 'asterisk_*.orig-Xpjproject.tar.xz' -delete
-    tarball=$(find "$src_dir" -maxdepth 1 -name 'asterisk_*.orig-Xpjproject.tar.xz' | sort | tail -n 1)
-fi
+# 1. The pjproject source from Debian's archive (fetched once, kept in the cache).
+tarball=$("$(dirname "$0")/fetch-source.sh" "$cache")
 sha=$(sha256sum "$tarball" | cut -d' ' -f1)
 log "source $(basename "$tarball") sha256 $sha"
 

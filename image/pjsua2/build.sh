@@ -10,7 +10,6 @@ set -euo pipefail
 
 python=${1:?usage: build.sh VENV_PYTHON [CACHE_DIR]}
 cache=${2:-/var/cache/firmware-app/pjsua2}
-mirror=${PJSUA2_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 jobs=${PJSUA2_JOBS:-$(nproc)}
 
 log() { printf 'pjsua2-build: %s\n' "$*" >&2; }
@@ -20,22 +19,8 @@ site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
 arch=$(uname -m)
 mkdir -p "$cache"
 
-# 1. Fetch the asterisk source package's pjproject component from sid, with a private apt state so the
-#    machine's own sources are never touched.
-src_dir="$cache/src"
-tarball=$(ls "$src_dir"/asterisk_*.orig-Xpjproject.tar.xz 2>/dev/null | tail -n 1 || true)
-if [[ -z "$tarball" ]]; then
-    apt_root="$cache/apt"
-    mkdir -p "$apt_root/lists/partial" "$src_dir"
-    echo "deb-src $mirror sid main" > "$apt_root/sources.list"
-    apt_opts=(-o "Dir::Etc::SourceList=$apt_root/sources.list" -o Dir::Etc::SourceParts=/dev/null
-              -o "Dir::State::Lists=$apt_root/lists" -o APT::Sandbox::User=root)
-    log "fetching the pjproject source from Debian sid (asterisk source package)"
-    apt-get -qq "${apt_opts[@]}" update
-    (cd "$src_dir" && apt-get -qq "${apt_opts[@]}" source --download-only asterisk >/dev/null)
-    find "$src_dir" -maxdepth 1 -type f ! -name 'asterisk_*.orig-Xpjproject.tar.xz' -delete
-    tarball=$(ls "$src_dir"/asterisk_*.orig-Xpjproject.tar.xz | tail -n 1)
-fi
+# 1. The pjproject source from Debian's archive (fetched once, kept in the cache).
+tarball=$("$(dirname "$0")/fetch-source.sh" "$cache")
 sha=$(sha256sum "$tarball" | cut -d' ' -f1)
 log "source $(basename "$tarball") sha256 $sha"
 
