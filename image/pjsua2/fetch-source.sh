@@ -11,7 +11,7 @@ mirror=${PJSUA2_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 src_dir="$cache/src"
 pattern='asterisk_*.orig-Xpjproject.tar.xz'
 
-tarball=$(find "$src_dir" -maxdepth 1 -name "$pattern" 2>/dev/null | sort | tail -n 1)
+tarball=$(find "$src_dir" -maxdepth 1 -name "$pattern" 2>/dev/null | sort | tail -n 1 || true)
 if [[ -z "$tarball" ]]; then
     apt_root="$cache/apt"
     mkdir -p "$apt_root/lists/partial" "$src_dir"
