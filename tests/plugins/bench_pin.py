@@ -29,6 +29,7 @@ from typing import Any
 from firmware_app import hookimpl
 from firmware_app.errors import CommandError
 from firmware_app.hookspecs import RegisterAction
+from tests.plugins.pin_driver import _mock_pin
 
 DELAY_S = 0.02
 
@@ -40,16 +41,7 @@ _probe = os.environ.get("BENCH_PROBE") == "1"
 
 
 def _pin(number: int) -> Any:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockPin
-
-    factory = Device.pin_factory
-    if factory is None:
-        factory = Device.pin_factory = Device._default_pin_factory()
-    pin = factory.pin(number)
-    if not isinstance(pin, MockPin):
-        raise CommandError("bench_press needs gpiozero's mock pins: run the phone with GPIOZERO_PIN_FACTORY=mock")
-    return pin
+    return _mock_pin(str(number))  # the same lookup as the pin_driver test plugin
 
 
 def _drive() -> None:
