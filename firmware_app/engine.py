@@ -95,18 +95,6 @@ class TransferRequestEvent:
 EngineEvent = Union[RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent]
 
 
-def library_version() -> str:
-    """The PJSIP version of the loaded binding, without starting anything."""
-    ep = pj.Endpoint.instance() if _has_instance() else None
-    if ep is not None:
-        return ep.libVersion().full
-    ep = pj.Endpoint()
-    try:
-        return ep.libVersion().full
-    finally:
-        del ep
-
-
 def find_device(
     devices: list[tuple[str, int, int]],
     wanted: str,
@@ -153,14 +141,6 @@ def probe_sound() -> SoundProbe:
     finally:
         ep.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
         del ep
-
-
-def _has_instance() -> bool:
-    try:
-        pj.Endpoint.instance()
-    except pj.Error:
-        return False
-    return True
 
 
 _SIP_STATES = {

@@ -327,9 +327,6 @@ class Phone:
     def actions(self) -> list[str]:
         return sorted(self._actions)
 
-    def has_action(self, action: str) -> bool:
-        return action.partition(":")[0] in self._actions
-
     async def run_action(self, action: str) -> Any:
         """Run ``name`` or ``name:argument``; raises CommandError when it cannot be done now."""
         name, _, argument = action.partition(":")
