@@ -43,6 +43,7 @@ work=$(mktemp -d "$cache/xbuild.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cp "$tarball" "$work/src.tar.xz"
 cp "$here/cross-inside.sh" "$work/build.sh"
+cp "$here/recipe" "$work/recipe"
 mkdir -p "$work/out"
 
 arm64_dev=(libasound2-dev libssl-dev libopus-dev uuid-dev libgsm1-dev libspeex-dev libspeexdsp-dev
@@ -54,7 +55,7 @@ log "building in a $suite $native+arm64 build root (mmdebstrap; logs in the outp
 start=$SECONDS
 # The build runs as a customize hook, so the build root is thrown away with everything but the result.
 mmdebstrap --quiet --variant=apt --architectures="$native,arm64" --include="$include" \
-    --customize-hook="copy-in $work/src.tar.xz $work/build.sh /root" \
+    --customize-hook="copy-in $work/src.tar.xz $work/build.sh $work/recipe /root" \
     --customize-hook="chroot \"\$1\" env PJSUA2_JOBS=$jobs bash /root/build.sh /root/out" \
     --customize-hook="sync-out /root/out $work/out" \
     "$suite" /dev/null "$mirror" >&2 || { log "build failed"; exit 1; }

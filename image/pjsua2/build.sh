@@ -13,6 +13,8 @@ cache=${2:-/var/cache/firmware-app/pjsua2}
 jobs=${PJSUA2_JOBS:-$(nproc)}
 
 log() { printf 'pjsua2-build: %s\n' "$*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=recipe
+. "$(dirname "$0")/recipe"
 
 pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
@@ -33,18 +35,10 @@ if [[ ! -f "$out/pjsua2.py" ]]; then
     top=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n 1)
     version=$(sed -n 's/^export PJ_VERSION_MAJOR *:= *//p; s/^export PJ_VERSION_MINOR *:= *//p' "$top/version.mak" | paste -sd.)
     log "pjproject $version in $top"
-    # The Debian repack drops bundled third-party code and one audio backend the Makefile still lists.
-    cat > "$top/pjlib/include/pj/config_site.h" <<'CFG'
-#define PJMEDIA_HAS_VIDEO 0
-#define PJ_HAS_IPV6 1
-CFG
-    : > "$top/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
+    pjsua2_prepare_source "$top"
     (
         cd "$top"
-        ./configure CFLAGS="-O2 -fPIC" CXXFLAGS="-O2 -fPIC" --disable-video --disable-libwebrtc \
-            --disable-libyuv --disable-ilbc-codec --disable-g7221-codec --with-external-gsm \
-            --with-external-speex --with-external-srtp --enable-libsamplerate --enable-speex-resample \
-            >"$work/configure.log" 2>&1
+        ./configure "${PJSUA2_CONFIGURE_FLAGS[@]}" >"$work/configure.log" 2>&1
         make dep >"$work/make-dep.log" 2>&1
         make -j"$jobs" >"$work/make.log" 2>&1
         # SWIG picks "python3" from PATH: make it the venv's.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs inside build-arm64.sh's build root: the build.sh recipe with --host=aarch64-linux-gnu.
 #
-#   bash cross-inside.sh OUT_DIR      (the source tarball is /root/src.tar.xz)
+#   bash cross-inside.sh OUT_DIR      (the source tarball is /root/src.tar.xz, the recipe /root/recipe)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=recipe
+. /root/recipe
 
 out=${1:?usage: cross-inside.sh OUT_DIR}
 jobs=${PJSUA2_JOBS:-2}
@@ -16,22 +18,15 @@ top=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n 1)
 version=$(sed -n 's/^export PJ_VERSION_MAJOR *:= *//p; s/^export PJ_VERSION_MINOR *:= *//p' "$top/version.mak" | paste -sd.)
 log "pjproject $version for $host"
 
-# The Debian repack drops bundled third-party code and one audio backend the Makefile still lists.
-cat > "$top/pjlib/include/pj/config_site.h" <<'CFG'
-#define PJMEDIA_HAS_VIDEO 0
-#define PJ_HAS_IPV6 1
-CFG
-: > "$top/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
+pjsua2_prepare_source "$top"
 
 # Only the arm64 .pc files are installed; never let configure see the build machine's.
 export PKG_CONFIG_LIBDIR=/usr/lib/$host/pkgconfig:/usr/share/pkgconfig
 export CC=$host-gcc CXX=$host-g++ AR=$host-ar RANLIB=$host-ranlib
 cd "$top"
 fail() { log "$1 failed:"; tail -n 40 "$2" >&2; exit 1; }
-./configure --host="$host" CFLAGS="-O2 -fPIC" CXXFLAGS="-O2 -fPIC" --disable-video --disable-libwebrtc \
-    --disable-libyuv --disable-ilbc-codec --disable-g7221-codec --with-external-gsm \
-    --with-external-speex --with-external-srtp --enable-libsamplerate --enable-speex-resample \
-    >"$work/configure.log" 2>&1 || fail configure "$work/configure.log"
+./configure --host="$host" "${PJSUA2_CONFIGURE_FLAGS[@]}" >"$work/configure.log" 2>&1 \
+    || fail configure "$work/configure.log"
 grep -q '^AC_PJMEDIA_SND=alsa' pjmedia/build/os-auto.mak \
     || { log "configure did not pick ALSA:"; grep -i 'sound\|alsa' "$work/configure.log" >&2; exit 1; }
 make dep >"$work/make-dep.log" 2>&1 || fail "make dep" "$work/make-dep.log"
