@@ -7,20 +7,15 @@ import logging
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 from firmware_app import config as cfg
 from firmware_app.control import ControlServer
-from firmware_app.engine import POLL_MS
 from firmware_app.phone import Phone
 from firmware_app.plugins import PluginHost
 from firmware_app.sdnotify import Notifier
 
 log = logging.getLogger("firmware_app")
-
-#: The engine thread is "responsive" while it came back from libHandleEvents this recently.
-ENGINE_STALL_S = 3 * POLL_MS / 1000 + 2
 
 
 def prepare(config_path: str, *, secrets: bool = True, strict: bool = False) -> tuple[cfg.Config, PluginHost]:
@@ -88,13 +83,13 @@ async def _serve(config: cfg.Config, host: PluginHost) -> int:
 
 
 async def _watchdog(phone: Phone, notifier: Notifier, interval: float) -> None:
-    """Ping systemd only while the engine thread is alive and comes back from PJSIP in time."""
+    """Ping systemd only while the phone can take a call: the engine polls and PJSUA backs its call table."""
     while True:
-        engine = phone.engine
-        if engine is not None and engine.alive and time.monotonic() - engine.heartbeat < ENGINE_STALL_S:
+        problem = phone.health()
+        if problem is None:
             notifier.notify("WATCHDOG=1")
         else:
-            log.error("the SIP engine is not responding: withholding the watchdog ping")
+            log.error("%s: withholding the watchdog ping", problem)
         await asyncio.sleep(interval)
 
 

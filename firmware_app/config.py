@@ -36,6 +36,8 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 class Account(_Table):
     registrar: Annotated[str, Meta(min_length=1)]  # "pbx.example", "pbx.example:5070" or "sip:pbx.example"
     user: Annotated[str, Meta(min_length=1)]
+    # Other request-URI users that ring this phone (an extension number, a tel: number like "+15551234").
+    aliases: list[Annotated[str, Meta(min_length=1, max_length=63, pattern=r"^[^\s@;:<>]+$")]] = []
     secondary_registrar: str = ""  # tried when the registrar does not answer
     auth_user: str = ""  # defaults to user
     display_name: str = ""

@@ -9,19 +9,29 @@ Threads (PJSUA2 aborts the process when a thread it does not know touches it, se
   reaches the wire at once instead of waiting for the engine thread's next wake-up.
 
 Callbacks arrive on either thread. They copy what they need into plain values and hand them to ``post``
-(thread-safe), nothing more. Only the engine holds ``pjsua2`` objects; a ``Call`` is dropped by
-:meth:`SipEngine.forget` on the phone's thread or at shutdown on the engine thread, never by the garbage
-collector somewhere else.
+(thread-safe), nothing more. Only the engine holds ``pjsua2`` objects. A ``Call`` is dropped inside its own
+DISCONNECTED callback (a thread PJSIP knows, and while PJSUA's call slot is still that call's: a ``Call``
+deleted later hangs up whoever has the slot by then) or at shutdown on the engine thread, never by the
+garbage collector somewhere else.
+
+INVITEs from untrusted sources or for other users are answered by the INVITE screen, a PJSIP module this
+project compiles into its PJSUA2 build (``image/pjsua2/firmware_screen.c``), before PJSUA spends a call slot
+or media on them; see :class:`_InviteScreen`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import gc
+import ipaddress
 import logging
+import random
 import re
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -38,6 +48,14 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 #: Longest time the engine thread blocks before it checks for a stop request and beats its heart.
 POLL_MS = 1000
+
+#: A call PJSUA never gave a slot (e.g. a transfer's new call whose REFER failed) is let go after this long.
+UNBORN_CALL_S = 5.0
+
+#: How often the INVITE screen's refusals are summed up in the log, at most (a flood is one line a minute).
+SCREEN_REPORT_S = 60.0
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 # --- what the engine reports (plain values, safe to hand to any thread) --------------------------------
@@ -84,6 +102,15 @@ class MwiEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ReinviteEvent:
+    """Our re-INVITE (hold or resume) got a final answer other than 2xx, e.g. 491 Request Pending."""
+
+    call_id: int
+    code: int
+    owner: bool  # this phone created the dialog's Call-ID (RFC 3261 14.1 picks the retry delay from it)
+
+
+@dataclass(frozen=True, slots=True)
 class TransferRequestEvent:
     """The far end asked this phone to call someone else (we are the transferee)."""
 
@@ -92,7 +119,9 @@ class TransferRequestEvent:
     accepted: bool
 
 
-EngineEvent = Union[RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent]
+EngineEvent = Union[
+    RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent, ReinviteEvent
+]
 
 
 def find_device(
@@ -177,6 +206,9 @@ class _PhoneCall(pj.Call):
         self.direction = direction
         self.media_ready = False
         self.mic_muted = False  # applied again whenever the call's audio is (re)connected
+        self.created = time.monotonic()
+        self.sip_call_id = ""  # the SIP Call-ID PJSUA's slot held when we last looked (see reconcile)
+        self.last: Call | None = None  # the latest snapshot
 
     def snapshot(self) -> Call:
         ci = self.getInfo()
@@ -184,7 +216,8 @@ class _PhoneCall(pj.Call):
         if state is CallState.RINGING and self.direction is Direction.OUTGOING:
             state = CallState.DIALING
         name, uri = split_name_uri(ci.remoteUri)
-        return Call(
+        self.sip_call_id = self.sip_call_id or ci.callIdString
+        self.last = Call(
             id=self.id,
             direction=self.direction,
             state=state,
@@ -194,15 +227,36 @@ class _PhoneCall(pj.Call):
             status_code=ci.lastStatusCode,
             reason=ci.lastReason,
         )
+        return self.last
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         try:
             call = self.snapshot()
             if call.state is CallState.ENDED:
+                # PJSUA frees the slot once this returns and gives it to the next call. This object still
+                # names the slot, and deleting it later would hang up whichever call has it then (603 to
+                # a caller, an end the phone never hears of): let go of it now, while the slot is ours.
                 self.engine._call_ended(self)
             self.engine.post(CallEvent(call))
         except Exception:
             log.exception("call %s: state callback failed", self.id)
+
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        try:
+            e = prm.e
+            if e.type != pj.PJSIP_EVENT_TSX_STATE:
+                return
+            tsx = e.body.tsxState.tsx
+            if (
+                tsx.role == pj.PJSIP_ROLE_UAC
+                and tsx.method == "INVITE"
+                and tsx.state == pj.PJSIP_TSX_STATE_COMPLETED
+                and tsx.statusCode >= 300
+                and self.getInfo().state == pj.PJSIP_INV_STATE_CONFIRMED  # a re-INVITE, not the call's INVITE
+            ):
+                self.engine.post(ReinviteEvent(self.id, tsx.statusCode, self.direction is Direction.OUTGOING))
+        except Exception:
+            log.exception("call %s: transaction callback failed", self.id)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         try:
@@ -270,7 +324,7 @@ class _PhoneAccount(pj.Account):
         # inside this callback: a final response to an INVITE without SDP sent from here aborts PJSUA.
         try:
             call = self.engine._new_call(Direction.INCOMING, prm.callId)
-            ruri_user = _request_uri_user(prm.rdata.wholeMsg)
+            ruri_user = request_uri_user(prm.rdata.wholeMsg)
             self.engine.post(IncomingEvent(call.snapshot(), prm.rdata.srcAddress, ruri_user))
         except Exception:
             log.exception("incoming call callback failed")
@@ -286,10 +340,93 @@ class _PhoneAccount(pj.Account):
         prm.code = 403  # presence is not offered
 
 
-def _request_uri_user(whole_msg: str) -> str:
-    first = whole_msg.split("\r\n", 1)[0]
-    m = re.match(r"^\S+\s+sips?:([^@;>\s]+)@", first)
-    return m[1] if m else ""
+_RURI = re.compile(r"^\S+\s+(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<rest>\S*)\s+SIP/", re.ASCII)
+
+
+def request_uri_user(whole_msg: str) -> str:
+    """Who an INVITE's request URI names: the user part of a sip:/sips: URI (``""`` when it has none), or the
+    number of a tel: URI. Schemes are case-insensitive (RFC 3261 19.1.4), user parts are not."""
+    m = _RURI.match(whole_msg.split("\r\n", 1)[0])
+    if not m:
+        return ""
+    scheme, rest = m["scheme"].lower(), m["rest"]
+    if scheme in ("sip", "sips"):
+        user, at, _ = rest.partition("@")
+        return user.split(":", 1)[0] if at else ""  # "user:password@host" is deprecated but legal
+    if scheme == "tel":
+        return rest.split(";", 1)[0]
+    return ""
+
+
+class _InviteScreen:
+    """The INVITE screen compiled into this project's PJSUA2 build (image/pjsua2/firmware_screen.c).
+
+    It answers INVITEs from untrusted sources (403) and for other users (404) before PJSUA takes a call slot
+    or opens RTP sockets for them, so a flood costs neither. PJSUA2 builds without it (the PyPI wheel) still
+    refuse such calls, later, in :class:`Phone`.
+    """
+
+    def __init__(self) -> None:
+        self._lib: ctypes.CDLL | None = None
+        try:
+            lib = ctypes.CDLL(pj._pjsua2.__file__)  # already loaded: the same handle, no second copy
+            lib.firmware_screen_enable  # noqa: B018 (raises AttributeError when the build lacks it)
+        except (AttributeError, OSError):
+            return
+        lib.firmware_screen_add_net.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        lib.firmware_screen_add_user.argtypes = [ctypes.c_char_p]
+        lib.firmware_screen_enable.argtypes = [ctypes.c_int]
+        lib.firmware_screen_refused.argtypes = [ctypes.c_int]
+        lib.firmware_screen_refused.restype = ctypes.c_ulong
+        lib.firmware_screen_last_source.restype = ctypes.c_char_p
+        self._lib = lib
+        self._reported = (0, 0)
+        self._reported_at = 0.0
+
+    @property
+    def available(self) -> bool:
+        return self._lib is not None
+
+    def start(self, networks: Iterable[Network], users: Iterable[str]) -> None:
+        """Screen from now on (after libInit, before libStart: no INVITE gets past it)."""
+        lib = self._lib
+        if lib is None:
+            return
+        lib.firmware_screen_reset()
+        for net in networks:
+            status = lib.firmware_screen_add_net(net.version, net.network_address.packed, net.prefixlen)
+            if status:
+                log.warning("the INVITE screen cannot hold trusted source %s (PJSIP status %s)", net, status)
+        for user in users:
+            if lib.firmware_screen_add_user(user.encode()):
+                log.warning("the INVITE screen cannot hold user %r", user)
+        status = lib.firmware_screen_enable(1)
+        if status:
+            raise EngineError(f"the INVITE screen could not start (PJSIP status {status})")
+
+    def report(self) -> None:
+        """Log what the screen refused since the last report, at most once a minute (engine thread)."""
+        lib = self._lib
+        now = time.monotonic()
+        if lib is None or now - self._reported_at < SCREEN_REPORT_S:
+            return
+        counts = (lib.firmware_screen_refused(0), lib.firmware_screen_refused(1))
+        source, user = counts[0] - self._reported[0], counts[1] - self._reported[1]
+        if source or user:
+            last = (lib.firmware_screen_last_source() or b"").decode(errors="replace")
+            log.warning(
+                "refused %d INVITEs from untrusted sources (last from %s) and %d for other users",
+                source,
+                last or "-",
+                user,
+            )
+            self._reported, self._reported_at = counts, now
+
+    def refused(self) -> tuple[int, int]:
+        """INVITEs refused so far: (untrusted source, other user)."""
+        if self._lib is None:
+            return (0, 0)
+        return (self._lib.firmware_screen_refused(0), self._lib.firmware_screen_refused(1))
 
 
 class _LogWriter(pj.LogWriter):
@@ -307,9 +444,13 @@ class _LogWriter(pj.LogWriter):
 class SipEngine:
     """Owns the PJSUA2 endpoint, transport, account and calls; speaks plain values to everyone else."""
 
-    def __init__(self, config: Config, post: Callable[[EngineEvent], None]) -> None:
+    def __init__(
+        self, config: Config, post: Callable[[EngineEvent], None], trusted: Iterable[Network] = ()
+    ) -> None:
         self.config = config
         self.post = post
+        self.trusted = list(trusted)  # where INVITEs may come from (resolved by the phone)
+        self.screen = _InviteScreen()
         self.heartbeat = time.monotonic()
         self.sound_backend = "none"
         self.sound_devices: list[tuple[str, int, int]] = []
@@ -331,6 +472,9 @@ class SipEngine:
         self._stop = threading.Event()
         self._start_error: BaseException | None = None
         self._attached: set[int] = set()
+        # Calls whose slot PJSUA gave to another call before we let go of them: deleting one would hang up
+        # the other, so they are kept until the library is destroyed (only reconcile puts one here).
+        self._orphans: list[_PhoneCall] = []
         self._use_secondary = False
         self._transport_id = -1
 
@@ -385,6 +529,7 @@ class SipEngine:
             while not self._stop.is_set():
                 self._ep.libHandleEvents(POLL_MS)
                 self.heartbeat = time.monotonic()
+                self.screen.report()
         except Exception:
             log.exception("the SIP engine loop failed")
         finally:
@@ -419,6 +564,14 @@ class SipEngine:
         lc.msgLogging = 1 if cfg.logging.sip_trace else 0
         ep.libInit(ep_cfg)
         self.version = ep.libVersion().full
+        users = [cfg.account.user, *cfg.account.aliases]
+        if self.screen.available:
+            self.screen.start(self.trusted, users)
+        else:
+            log.warning(
+                "this PJSUA2 build has no INVITE screen (build it with image/pjsua2/build.sh): INVITEs from "
+                "untrusted sources cost a call slot and media before they are refused"
+            )
 
         acc_cfg = cfg.account
         kind = {
@@ -561,6 +714,7 @@ class SipEngine:
                 while any(c.isActive() for c in self._calls.values()) and time.monotonic() < deadline:
                     ep.libHandleEvents(20)
             self._calls.clear()
+            self._orphans.clear()
             self._players.clear()
             # A saved traceback can keep a Call alive past libDestroy, which aborts (PJSUA2_NOTES rule 8).
             sys.last_traceback = sys.last_value = sys.last_type = None
@@ -595,6 +749,7 @@ class SipEngine:
         call.media_ready = True
 
     def _call_ended(self, call: _PhoneCall) -> None:
+        self._calls.pop(call.id, None)  # the last reference goes when the state callback returns
         if self._null_sound and self._null_open and not any(
             c.media_ready and c is not call and c.isActive() for c in self._calls.values()
         ):
@@ -602,10 +757,58 @@ class SipEngine:
             self._null_open = False
 
     def may_transfer_to(self, uri: str) -> bool:
-        """Whether the far end may send this phone to ``uri`` (a REFER received): allowed domains only."""
-        hostport = re.sub(r"^sips?:(?:[^@]*@)?", "", uri).split(";", 1)[0].split(">", 1)[0].lower()
-        allowed = [d.lower() for d in self.config.security.transfer_domains] or [self.config.domain.lower()]
-        return hostport in allowed or hostport.rsplit(":", 1)[0] in allowed
+        """Whether the far end may send this phone to ``uri`` (a REFER received): allowed domains only.
+
+        A URI without a port matches a domain written with one (Linphone writes ``sip:1003@pbx`` for a
+        PBX on ``pbx:5090``); when both name a port, it must be the same.
+        """
+        if not re.match(r"^sips?:", uri, re.IGNORECASE):
+            return False
+        host, port = _split_hostport(re.sub(r"^sips?:(?:[^@]*@)?", "", uri, flags=re.IGNORECASE).split(";", 1)[0])
+        for domain in self.config.security.transfer_domains or [self.config.domain]:
+            allowed_host, allowed_port = _split_hostport(domain)
+            if host == allowed_host and (not port or not allowed_port or port == allowed_port):
+                return True
+        return False
+
+    def reconcile(self) -> list[Call]:
+        """Make the calls the engine holds agree with PJSUA's slots; returns the calls found ended (phone thread).
+
+        Each call's end normally arrives through its state callback. Should one not (a slot PJSUA reset or
+        gave to another call), the call is ended here and reported like any other end.
+        """
+        if self._ep is None or self._stop.is_set():
+            return []
+        ended = []
+        now = time.monotonic()
+        for call in list(self._calls.values()):
+            slot = call.getId()
+            if slot < 0:
+                if now - call.created < UNBORN_CALL_S:
+                    continue  # a call being made gets its slot in a moment
+                why, reused = "PJSUA never gave it a slot", False
+            else:
+                try:
+                    info = call.getInfo()
+                except pj.Error:
+                    info = None
+                if info is not None and call.sip_call_id and info.callIdString != call.sip_call_id:
+                    why, reused = f"its slot {slot} now holds another call", True
+                elif info is None or info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                    why, reused = f"PJSUA's slot {slot} has no live call", False
+                else:
+                    continue
+            log.warning("call %s: %s: ended", call.id, why)
+            self._calls.pop(call.id, None)
+            if reused:
+                self._orphans.append(call)
+            last = call.last or Call(call.id, call.direction, CallState.ENDED, "", sip_call_id=call.sip_call_id)
+            ended.append(dataclasses.replace(last, state=CallState.ENDED, status_code=0, reason="lost by PJSUA"))
+        return ended
+
+    def live_calls(self) -> set[int]:
+        """The ids of the calls the engine holds (phone thread)."""
+        return set(self._calls)
 
     # --- commands (phone thread) --------------------------------------------------------------------------
 
@@ -746,6 +949,16 @@ class SipEngine:
         except pj.Error as e:
             log.warning("stopping sound %s: %s", handle, e.reason)
 
-    def forget(self, call_id: int) -> None:
-        """Drop an ended call (on the phone's thread, which PJSIP knows)."""
-        self._calls.pop(call_id, None)
+    def refused_invites(self) -> tuple[int, int]:
+        """INVITEs the screen refused so far: (untrusted source, other user)."""
+        return self.screen.refused()
+
+
+def _split_hostport(value: str) -> tuple[str, str]:
+    """``"Pbx.Example:5090"`` -> ``("pbx.example", "5090")``; IPv6 references keep their brackets."""
+    value = value.strip().strip("<>").lower()
+    if value.startswith("["):
+        host, _, rest = value.partition("]")
+        return host + "]", rest.removeprefix(":")
+    host, _, port = value.partition(":")
+    return host, port

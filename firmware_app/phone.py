@@ -12,6 +12,7 @@ import functools
 import inspect
 import ipaddress
 import logging
+import random
 import re
 import socket
 import time
@@ -49,6 +50,8 @@ class _CallRecord:
     transferring: bool = False
     muted: bool = False
     media_active: bool = False
+    media_op: str = ""  # the last hold/resume asked for, retried after a 491 (RFC 3261 14.1)
+    media_retries: int = 0
     hold_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     transfer_events: asyncio.Queue[eng.TransferEvent] | None = None
 
@@ -81,16 +84,18 @@ class Phone:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._published: dict[str, Any] = {}  # plugins' own parts of status() (publish_status)
         self._trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        self._screened: set[int] = set()  # refused calls: never shown to plugins
+        self._screened: set[int] = set()  # refused calls (untrusted, other user, busy): never shown to plugins
         self._early: list[eng.EngineEvent] | None = []  # engine events before this thread was attached
+        self._reconciler: asyncio.TimerHandle | None = None
+        self._missing: set[int] = set()  # calls the engine no longer holds, seen at the last reconcile
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.plugins.register_actions(self._register_action)
-        self.engine = eng.SipEngine(self.config, self._post_from_engine)
         self._trusted = await self.loop.run_in_executor(None, self._resolve_trusted)
+        self.engine = eng.SipEngine(self.config, self._post_from_engine, trusted=self._trusted)
         self._set_registration(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
         await self.loop.run_in_executor(None, self.engine.start)
         # Only now may this thread call PJSUA2: events the engine posted meanwhile waited in _early.
@@ -113,6 +118,8 @@ class Phone:
         self._stopping = True
         if self._reg_retry:
             self._reg_retry.cancel()
+        if self._reconciler:
+            self._reconciler.cancel()
         live = [r for r in self._calls.values() if r.sip.state is not CallState.ENDED]
         if live:
             self.engine.hangup_all()
@@ -199,6 +206,7 @@ class Phone:
             return True
         waiter = self._loop().create_future()
         record.hold_waiters.append(waiter)
+        record.media_op, record.media_retries = "hold", 0
         self._engine().hold(call.id)
         try:
             return await asyncio.wait_for(waiter, timeout)
@@ -212,6 +220,7 @@ class Phone:
         call = self._pick(call_id, CallState.HELD, CallState.TRANSFERRING, CallState.ACTIVE)
         record = self._calls[call.id]
         record.held = False
+        record.media_op, record.media_retries = "resume", 0
         self._engine().unhold(call.id)
         self._changed(record)
         return call
@@ -402,6 +411,21 @@ class Phone:
             **self._published,
         }
 
+    def health(self) -> str | None:
+        """Why the phone cannot take a call now, or None when it can (the watchdog's question).
+
+        The engine must be polling, and every call the phone believes in must be one the engine still has:
+        a call table that PJSUA no longer backs would turn every caller away as busy.
+        """
+        engine = self.engine
+        if (problem := engine_problem(engine)) is not None or engine is None:
+            return problem
+        live = engine.live_calls()
+        stale = [r.sip.id for r in self._calls.values() if r.sip.state is not CallState.ENDED and r.sip.id not in live]
+        if stale and self._missing & set(stale):
+            return f"calls {stale} are no longer known to PJSUA"
+        return None
+
     def publish_status(self, name: str, value: Any) -> None:
         """Show a plugin's own state (plain JSON values) under ``name`` in :meth:`status`, e.g. ``"audio"``."""
         if name in ("state", "registration", "calls", "plugins", "actions", "engine"):
@@ -435,6 +459,8 @@ class Phone:
                         record.transfer_events.put_nowait(event)
                 case eng.MwiEvent():
                     self._on_mwi(event)
+                case eng.ReinviteEvent():
+                    self._on_reinvite_failed(event)
                 case eng.TransferRequestEvent(call_id=cid, uri=uri, accepted=ok):
                     log.log(
                         logging.INFO if ok else logging.WARNING,
@@ -538,51 +564,128 @@ class Phone:
             return False
         return any(address in net for net in self._trusted)
 
-    def _screen(self, event: eng.IncomingEvent) -> str | None:
-        """Why an INVITE must not ring this phone, or None when it may."""
+    def _screen(self, event: eng.IncomingEvent) -> tuple[int, str] | None:
+        """Why an INVITE must not ring this phone, as ``(status, reason)``, or None when it may.
+
+        The engine's INVITE screen already answers these before PJSUA spends anything on them; this is
+        the same rule for builds without it.
+        """
         if not self._trusted_source(event.source):
-            return f"{event.source.rsplit(':', 1)[0]} is not a trusted source (security.trusted_sources)"
-        if event.to_user and event.to_user != self.config.account.user:
-            return f"it is for user {event.to_user!r}, not this phone's {self.config.account.user!r}"
+            return 403, f"{event.source.rsplit(':', 1)[0]} is not a trusted source (security.trusted_sources)"
+        account = self.config.account
+        if event.to_user not in (account.user, *account.aliases):
+            named = f"user {event.to_user!r}" if event.to_user else "no user"
+            return 404, f"its request URI names {named}, not this phone's {account.user!r} (account.aliases)"
         return None
 
     def _on_incoming(self, event: eng.IncomingEvent) -> None:
         call = event.call
         if (refusal := self._screen(event)) is not None:
-            log.warning("refused an INVITE from %s (%s): %s", event.source, call.remote_uri, refusal)
-            self._screened.add(call.id)
-            self._engine().reject(call.id, 403)
+            code, why = refusal
+            log.warning("refused an INVITE from %s (%s) with %s: %s", event.source, call.remote_uri, code, why)
+            self._refuse(call.id, code)
             return
         if self._stopping:
-            self._engine().reject(call.id, 503)
+            self._refuse(call.id, 503)
             return
         busy = [r for r in self._calls.values() if r.sip.state is not CallState.ENDED]
-        record = _CallRecord(call)
-        self._calls[call.id] = record
         if busy:
             log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
-            self._engine().reject(call.id, 486)
+            self._refuse(call.id, 486)
             self._emit("call_waiting", call_id=call.id, remote_uri=call.remote_uri, busy_with=busy[0].sip.id, code=486)
             return
+        record = _CallRecord(call)
+        self._calls[call.id] = record
+        self._watch_calls()
         self._changed(record, previous=None)
         decision = self.plugins.incoming_call(record.view()) or IncomingAction.RING
         log.info("call %s from %s: %s", call.id, call.remote_uri, decision)
-        if decision is IncomingAction.ANSWER:
-            self._engine().answer(call.id)
-        elif decision is IncomingAction.REJECT:
-            self._engine().reject(call.id, self.config.account.reject_code)
-        else:
-            self._engine().ring(call.id)
+        try:
+            if decision is IncomingAction.ANSWER:
+                self._engine().answer(call.id)
+            elif decision is IncomingAction.REJECT:
+                self._engine().reject(call.id, self.config.account.reject_code)
+            else:
+                self._engine().ring(call.id)
+        except CommandError as e:
+            # The caller gave up before we could answer: its end is on the way and will close the record.
+            log.info("call %s: %s not sent: %s", call.id, decision, e)
+
+    def _refuse(self, call_id: int, code: int) -> None:
+        """Answer a call the plugins never see (its end is not reported to them either)."""
+        self._screened.add(call_id)
+        try:
+            self._engine().reject(call_id, code)
+        except CommandError as e:
+            log.info("call %s: refusal not sent: %s", call_id, e)
+
+    def _on_reinvite_failed(self, event: eng.ReinviteEvent) -> None:
+        """A hold or resume refused with 491 is sent again after RFC 3261 14.1's random delay."""
+        record = self._calls.get(event.call_id)
+        if record is None or not record.media_op:
+            return
+        op = record.media_op
+        if event.code != 491 or record.media_retries >= MEDIA_RETRIES:
+            log.warning("call %s: %s refused with %s", event.call_id, op, event.code)
+            record.media_op = ""
+            if op == "resume":
+                record.held = True  # the far end still has the call on hold: say so
+                self._changed(record)
+            return
+        record.media_retries += 1
+        # 2.1-4 s when this phone made the dialog's Call-ID, 0-2 s otherwise, so the two ends do not collide again.
+        delay = random.uniform(2.1, 4.0) if event.owner else random.uniform(0.0, 2.0)
+        log.info("call %s: %s met 491 Request Pending; again in %.2f s", event.call_id, op, delay)
+        self._loop().call_later(delay, self._retry_media, event.call_id, op)
+
+    def _retry_media(self, call_id: int, op: str) -> None:
+        record = self._calls.get(call_id)
+        if record is None or record.media_op != op or record.sip.state is CallState.ENDED:
+            return
+        try:
+            if op == "hold":
+                self._engine().hold(call_id)
+            else:
+                self._engine().unhold(call_id)
+        except CommandError as e:
+            log.warning("call %s: %s not sent again: %s", call_id, op, e)
+
+    def _watch_calls(self) -> None:
+        """Reconcile the call table with the engine's every second while there are calls (none when idle)."""
+        if self._reconciler is None and not self._stopping:
+            self._reconciler = self._loop().call_later(RECONCILE_S, self._reconcile)
+
+    def _reconcile(self) -> None:
+        self._reconciler = None
+        engine = self.engine
+        if engine is None or self._stopping:
+            return
+        for call in engine.reconcile():
+            self._on_call_state(call)
+        # A call the engine let go of whose end did not reach us within a tick: end it here.
+        live = engine.live_calls()
+        missing = {cid for cid, r in self._calls.items() if r.sip.state is not CallState.ENDED and cid not in live}
+        for cid in missing & self._missing:
+            record = self._calls.get(cid)
+            if record is not None:
+                log.warning("call %s: the engine no longer has it: ended", cid)
+                self._on_call_state(dataclasses.replace(record.sip, state=CallState.ENDED, reason="lost by PJSUA"))
+        self._missing = missing - self._missing
+        self._screened &= live
+        if self._calls or live:
+            self._watch_calls()
 
     def _on_call_state(self, call: Call) -> None:
         if call.id in self._screened:
             if call.state is CallState.ENDED:
                 self._screened.discard(call.id)
-                self._engine().forget(call.id)
             return
         record = self._calls.get(call.id)
         if record is None:  # an outgoing call (or one a REFER made): first news of it
+            if call.state is CallState.ENDED:
+                return  # ended before the phone heard of it (or already reconciled): nothing to tell
             record = self._calls[call.id] = _CallRecord(call)
+            self._watch_calls()
             self._changed(record, previous=None)
             return
         previous = record.view().state
@@ -598,7 +701,6 @@ class Phone:
         self._changed(record, previous=previous)
         if call.state is CallState.ENDED:
             self._calls.pop(call.id, None)
-            self._engine().forget(call.id)
             if not self._calls:
                 self._loop().call_later(TRIM_AFTER_S, self._trim_heap)
 
@@ -680,6 +782,25 @@ class Phone:
 
 #: PJSIP releases a call's memory some seconds after the call ended; trimming earlier returns little.
 TRIM_AFTER_S = 35.0
+
+#: How often the call table is checked against PJSUA's while there are calls.
+RECONCILE_S = 1.0
+
+#: A hold or resume met by 491 is sent again at most this many times.
+MEDIA_RETRIES = 3
+
+#: The engine thread is "responsive" while it came back from libHandleEvents this recently.
+ENGINE_STALL_S = 3 * eng.POLL_MS / 1000 + 2
+
+
+def engine_problem(engine: eng.SipEngine | None) -> str | None:
+    """Why the engine is not serving the phone (not running, or stuck inside PJSIP), or None."""
+    if engine is None or not engine.alive:
+        return "the SIP engine is not running"
+    stalled = time.monotonic() - engine.heartbeat
+    if stalled > ENGINE_STALL_S:
+        return f"the SIP engine is not responding (no poll for {stalled:.0f} s)"
+    return None
 
 
 @functools.cache

@@ -31,6 +31,7 @@ class PhoneProcess:
         user: str = "1000",
         password: str = "pw1000",
         extra: str = "",
+        account: str = "",
         env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
@@ -42,7 +43,7 @@ class PhoneProcess:
         self.log_path = workdir / "phone.log"
         self.config.write_text(
             f'[account]\nregistrar = "{kamailio.domain}"\nuser = "{user}"\nlocal_port = 0\n'
-            f'retry_interval = 1\nretry_max = 4\n\n[control]\nsocket = "{self.socket}"\n\n'
+            f'retry_interval = 1\nretry_max = 4\n{account}\n[control]\nsocket = "{self.socket}"\n\n'
             f'[logging]\nlevel = "debug"\n\n{extra}'
         )
         secrets = workdir / "secrets.toml"

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from firmware_app import app
+from firmware_app.phone import ENGINE_STALL_S, engine_problem
 from firmware_app.sdnotify import Notifier
 from tests.phone_process import wait
 
@@ -62,7 +63,9 @@ def run_watchdog(engine, interval=0.01, duration=0.05) -> list[str]:
     notifier = SimpleNamespace(notify=lambda *lines: sent.extend(lines))
 
     async def main() -> None:
-        task = asyncio.ensure_future(app._watchdog(SimpleNamespace(engine=engine), notifier, interval))
+        # The phone's health less its call table (covered against real peers): the engine's part of it.
+        phone = SimpleNamespace(health=lambda: engine_problem(engine))
+        task = asyncio.ensure_future(app._watchdog(phone, notifier, interval))
         await asyncio.sleep(duration)
         task.cancel()
 
@@ -75,7 +78,7 @@ def test_watchdog_pings_while_the_engine_comes_back_in_time():
 
 
 def test_watchdog_is_withheld_from_a_stalled_or_dead_engine(caplog):
-    stalled = FakeEngine(time.monotonic() - app.ENGINE_STALL_S - 1)
+    stalled = FakeEngine(time.monotonic() - ENGINE_STALL_S - 1)
     assert run_watchdog(stalled) == []
     assert run_watchdog(FakeEngine(time.monotonic(), alive=False)) == []
     assert "the SIP engine is not responding" in caplog.text

@@ -30,7 +30,9 @@ tarball=$("$(dirname "$0")/fetch-source.sh" "$cache")
 sha=$(sha256sum "$tarball" | cut -d' ' -f1)
 log "source $(basename "$tarball") sha256 $sha"
 
-out="$cache/out/aarch64-$suite-${sha:0:16}"
+# shellcheck source-path=SCRIPTDIR source=recipe
+. "$here/recipe"
+out="$cache/out/aarch64-$suite-${sha:0:16}-$(pjsua2_recipe_hash)"
 if compgen -G "$out/_pjsua2*.so" >/dev/null && [[ -f "$out/pjsua2.py" && -f "$out/VERSION" ]]; then
     log "cached: $out ($(cat "$out/VERSION"))"
     echo "$out"
@@ -43,7 +45,7 @@ work=$(mktemp -d "$cache/xbuild.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cp "$tarball" "$work/src.tar.xz"
 cp "$here/cross-inside.sh" "$work/build.sh"
-cp "$here/recipe" "$work/recipe"
+cp -r "$here/recipe" "$here/patches" "$here/firmware_screen.c" "$work/"
 mkdir -p "$work/out"
 
 arm64_dev=(libasound2-dev libssl-dev libopus-dev uuid-dev libgsm1-dev libspeex-dev libspeexdsp-dev
@@ -55,7 +57,7 @@ log "building in a $suite $native+arm64 build root (mmdebstrap; logs in the outp
 start=$SECONDS
 # The build runs as a customize hook, so the build root is thrown away with everything but the result.
 mmdebstrap --quiet --variant=apt --architectures="$native,arm64" --include="$include" \
-    --customize-hook="copy-in $work/src.tar.xz $work/build.sh $work/recipe /root" \
+    --customize-hook="copy-in $work/src.tar.xz $work/build.sh $work/recipe $work/patches $work/firmware_screen.c /root" \
     --customize-hook="chroot \"\$1\" env PJSUA2_JOBS=$jobs bash /root/build.sh /root/out" \
     --customize-hook="sync-out /root/out $work/out" \
     "$suite" /dev/null "$mirror" >&2 || { log "build failed"; exit 1; }

@@ -26,7 +26,7 @@ tarball=$("$(dirname "$0")/fetch-source.sh" "$cache")
 sha=$(sha256sum "$tarball" | cut -d' ' -f1)
 log "source $(basename "$tarball") sha256 $sha"
 
-key="$arch-py$pyver-${sha:0:16}"
+key="$arch-py$pyver-${sha:0:16}-$(pjsua2_recipe_hash)"
 out="$cache/out/$key"
 if [[ ! -f "$out/pjsua2.py" ]]; then
     work="$cache/build/$key"
