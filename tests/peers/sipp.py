@@ -15,11 +15,12 @@ from .support import LOOPBACK, ManagedProcess, PeerError, free_port, require_bin
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 
-Mode = Literal["answer", "busy", "no_answer"]
+Mode = Literal["answer", "busy", "no_answer", "transferee"]
 _SCENARIO_OF_MODE: dict[str, str] = {
     "answer": "uas_answer.xml",
     "busy": "uas_busy.xml",
     "no_answer": "uas_no_answer.xml",
+    "transferee": "uas_transferee.xml",  # answers, takes a REFER, ends it with the NOTIFY `variables` say
 }
 
 
@@ -67,7 +68,7 @@ class SippTarget:
     """
 
     def __init__(self, workdir: Path, user: str, password: str, kamailio: Kamailio, mode: Mode = "answer", *,
-                 max_calls: int | None = None) -> None:
+                 max_calls: int | None = None, variables: dict[str, str] | None = None) -> None:
         if mode not in _SCENARIO_OF_MODE:
             raise ValueError(f"mode must be one of {sorted(_SCENARIO_OF_MODE)}, not {mode!r}")
         self.workdir = Path(workdir)
@@ -76,6 +77,7 @@ class SippTarget:
         self.kamailio = kamailio
         self.mode = mode
         self.max_calls = max_calls
+        self.variables = dict(variables or {})  # the scenario's [$name] values (-set name value)
         self.port = 0
         self.register_port = 0
         self.log_path = self.workdir / f"sipp-{user}-{mode}.log"
@@ -116,6 +118,8 @@ class SippTarget:
         ]
         if self.max_calls is not None:
             argv += ["-m", str(self.max_calls)]
+        for name, value in self.variables.items():
+            argv += ["-set", name, value]
         self._process = ManagedProcess(f"sipp target {self.user}", argv, self.log_path, cwd=self.workdir)
         try:
             self._process.start()
