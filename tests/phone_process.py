@@ -32,6 +32,7 @@ class PhoneProcess:
         password: str = "pw1000",
         extra: str = "",
         account: str = "",
+        logging: str = "",
         env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
@@ -44,7 +45,7 @@ class PhoneProcess:
         self.config.write_text(
             f'[account]\nregistrar = "{kamailio.domain}"\nuser = "{user}"\nlocal_port = 0\n'
             f'retry_interval = 1\nretry_max = 4\n{account}\n[control]\nsocket = "{self.socket}"\n\n'
-            f'[logging]\nlevel = "debug"\n\n{extra}'
+            f'[logging]\nlevel = "debug"\n{logging}\n{extra}'
         )
         secrets = workdir / "secrets.toml"
         secrets.write_text(f'password = "{password}"\n')
