@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.phone_process import wait
+
 CONFIG = """
 [transfer]
 final_timeout = {final_timeout}
@@ -23,7 +25,7 @@ def transfer_with_final_notify(
     phone_factory, sipp_target_factory, kamailio, final_timeout: float = 120.0, **variables: str
 ):
     """The phone calls a sipp transferee (1007), which ends the phone's REFER with the NOTIFY ``variables`` say."""
-    transferee = sipp_target_factory("1007", "transferee", variables={"extra": "X-Case: -", **variables})
+    transferee = sipp_target_factory("1007", "transferee", variables={"extra": "X-Case: -", "refuse491": "no", **variables})
     phone = phone_factory(extra=CONFIG.format(final_timeout=final_timeout)).start()
     phone.cli("call", "1007")
     phone.wait_state("in_call")
@@ -78,3 +80,22 @@ def test_a_notify_with_a_broken_header_is_answered_400(phone_factory, sipp_targe
     assert "no final NOTIFY within 3 s" in result.stderr, result.stderr
     phone.cli("hangup")
     phone.wait_state("idle")
+
+
+def test_a_resume_refused_with_491_is_sent_again(phone_factory, sipp_target_factory, kamailio):
+    # The far end re-INVITEs at the same moment (here: refuses once with 491). RFC 3261 14.1: try again
+    # after a random 2.1-4 s, as this phone made the dialog's Call-ID; the caller must not stay on hold.
+    phone, _, result = transfer_with_final_notify(
+        phone_factory, sipp_target_factory, kamailio,
+        substate="terminated;reason=noresource", sipfrag="SIP/2.0 486 Busy Here", refuse491="once",
+    )
+    assert "the caller is back on the line" in result.stderr, result.stderr
+    call_id = phone.status()["calls"][0]["sip_call_id"]
+
+    def reinvite_answers():
+        return [m.status for m in kamailio.ladder() if m.call_id == call_id and m.method == "INVITE" and (m.status or 0) >= 200]
+
+    # The call's INVITE, the hold, the refused resume and the resume sent again: 200, 200, 491, 200.
+    wait(lambda: reinvite_answers()[-2:] == [491, 200], 10, "the resume to be sent again and answered", phone)
+    assert [c["state"] for c in phone.status()["calls"]] == ["active"]
+    assert "491" in phone.log()
