@@ -1,4 +1,4 @@
-"""pytest fixtures for the real SIP peers: one Kamailio per session, baresip and sipp targets per test."""
+"""pytest fixtures for the real SIP peers: one Kamailio per session, baresip, Linphone and sipp targets per test."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from .baresip import Baresip
 from .kamailio import Kamailio
+from .linphone import Linphone
 from .sipp import Mode, SippTarget
 from .support import PeerError, require_binary
 
@@ -25,6 +26,10 @@ _KAMAILIO_FIXTURES = ("kamailio", "kamailio_challenging_refer")
 
 class BaresipFactory(Protocol):
     def __call__(self, user: str, *, answermode: str = "manual") -> Baresip: ...
+
+
+class LinphoneFactory(Protocol):
+    def __call__(self, user: str, *, auto_answer: bool = False) -> Linphone: ...
 
 
 class SippTargetFactory(Protocol):
@@ -71,7 +76,7 @@ def kamailio_challenging_refer(tmp_path_factory: pytest.TempPathFactory) -> Iter
     proxy.stop()
 
 
-def _stop_all(peers: Sequence[Baresip | SippTarget]) -> None:
+def _stop_all(peers: Sequence[Baresip | Linphone | SippTarget]) -> None:
     errors: list[BaseException] = []
     for peer in reversed(peers):
         try:
@@ -108,6 +113,24 @@ def baresip_factory_challenging_refer(kamailio_challenging_refer: Kamailio,
                                       tmp_path: Path) -> Iterator[BaresipFactory]:
     """Like baresip_factory, registered on the Kamailio that challenges REFER."""
     yield from _baresip_factory(kamailio_challenging_refer, tmp_path)
+
+
+@pytest.fixture
+def linphone_factory(kamailio: Kamailio, tmp_path: Path) -> Iterator[LinphoneFactory]:
+    """make(user, auto_answer=False) -> a started Linphone registered on the session Kamailio; all are stopped
+    after the test."""
+    _require("linphone-daemon")
+    started: list[Linphone] = []
+
+    def make(user: str, *, auto_answer: bool = False) -> Linphone:
+        peer = Linphone(tmp_path / f"linphone-{user}-{len(started)}", user, _password(user), kamailio,
+                        auto_answer=auto_answer)
+        started.append(peer)  # before start(): a half-started peer is stopped too
+        peer.start()
+        return peer
+
+    yield make
+    _stop_all(started)
 
 
 def _sipp_target_factory(proxy: Kamailio, workdir: Path) -> Generator[SippTargetFactory, None, None]:
@@ -165,11 +188,13 @@ __all__ = [
     "REFUSED_REFER_TARGETS",
     "USERS",
     "BaresipFactory",
+    "LinphoneFactory",
     "SippTargetFactory",
     "baresip_factory",
     "baresip_factory_challenging_refer",
     "kamailio",
     "kamailio_challenging_refer",
+    "linphone_factory",
     "sipp_target_factory",
     "sipp_target_factory_challenging_refer",
 ]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 LOOPBACK = "127.0.0.1"
-SETUP_HINT = "run the project's setup, tests/setup.sh (it installs kamailio, baresip-core and sip-tester)"
+SETUP_HINT = ("run the project's setup, tests/setup.sh (it installs kamailio, baresip-core, linphone-cli and "
+              "sip-tester)")
 
 T = TypeVar("T")
 
