@@ -33,7 +33,9 @@ class LinphoneFactory(Protocol):
 
 
 class SippTargetFactory(Protocol):
-    def __call__(self, user: str, mode: Mode = "answer", *, max_calls: int | None = None) -> SippTarget: ...
+    def __call__(
+        self, user: str, mode: Mode = "answer", *, max_calls: int | None = None, variables: dict[str, str] | None = None
+    ) -> SippTarget: ...
 
 
 def _password(user: str) -> str:
@@ -137,9 +139,10 @@ def _sipp_target_factory(proxy: Kamailio, workdir: Path) -> Generator[SippTarget
     _require("sipp")
     started: list[SippTarget] = []
 
-    def make(user: str, mode: Mode = "answer", *, max_calls: int | None = None) -> SippTarget:
+    def make(user: str, mode: Mode = "answer", *, max_calls: int | None = None,
+             variables: dict[str, str] | None = None) -> SippTarget:
         target = SippTarget(workdir / f"sipp-{user}-{len(started)}", user, _password(user), proxy, mode,
-                            max_calls=max_calls)
+                            max_calls=max_calls, variables=variables)
         started.append(target)
         target.start()
         return target
