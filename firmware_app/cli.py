@@ -10,10 +10,11 @@ from typing import Any
 
 from firmware_app import __version__, control
 from firmware_app import config as cfg
-from firmware_app.errors import ConfigError, FirmwareAppError
+from firmware_app.errors import ConfigError, FirmwareAppError, NoAnswerError
 
+EXIT_FAILED = 1  # the phone (or the command) said no, and why
 EXIT_CONFIG = 2
-EXIT_FAILED = 1
+EXIT_NO_ANSWER = 3  # no word from the phone: not running, gone or silent; a command sent may still happen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"firmware-app: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    except NoAnswerError as e:
+        print(f"firmware-app: {e}", file=sys.stderr)
+        return EXIT_NO_ANSWER
     except FirmwareAppError as e:
         print(f"firmware-app: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -40,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         help="configuration file (default: $FIRMWARE_APP_CONFIG or %(default)s)",
     )
     p.add_argument("--socket", help="control socket of a running phone (default: from the configuration)")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=control.TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this long without a word from the phone (default: %(default)g); during a long "
+        "operation, such as a transfer through a pool, the phone keeps saying it is at work",
+    )
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     def cmd(name: str, func: Any, help: str) -> argparse.ArgumentParser:
@@ -74,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _socket(args: argparse.Namespace) -> str:
     if args.socket:
         return args.socket
@@ -101,15 +123,18 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace, message: dict[str, Any]) -> Any:
-    reply = control.request(_socket(args), message)
+    reply = control.request(_socket(args), message, args.timeout)
     if not reply.get("ok"):
         raise FirmwareAppError(reply.get("error", "the phone refused"))
     return reply.get("result")
 
 
-def _print(result: Any) -> None:
-    if result is not None:
-        print(json.dumps(result, indent=2) if isinstance(result, (dict, list)) else result)
+def _print(result: Any, done: str = "done") -> None:
+    """The outcome on one line: the phone's result (JSON for a table), or ``done`` when it returned none."""
+    if result is None:
+        print(done)
+    else:
+        print(json.dumps(result) if isinstance(result, (dict, list)) else result)
 
 
 def _simple(cmd: str) -> Any:
@@ -126,7 +151,7 @@ def _simple(cmd: str) -> Any:
 
 
 def _status(args: argparse.Namespace) -> int:
-    _print(_send(args, {"cmd": "status"}))
+    print(json.dumps(_send(args, {"cmd": "status"}), indent=2))  # a report for people, not an outcome
     return 0
 
 
@@ -147,7 +172,7 @@ def _transfer(args: argparse.Namespace) -> int:
 
 
 def _action(args: argparse.Namespace) -> int:
-    _print(_send(args, {"cmd": "action", "name": args.name}))
+    _print(_send(args, {"cmd": "action", "name": args.name}), f"{args.name}: done")
     return 0
 
 
@@ -160,7 +185,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    for event in control.stream_events(_socket(args)):
+    for event in control.stream_events(_socket(args), args.timeout):
         print(json.dumps(event), flush=True)
     return 0
 

@@ -1,29 +1,40 @@
 """The control socket: JSON lines over a Unix socket, for the CLI, field technicians and tests.
 
 A request is one JSON object per line, ``{"cmd": "answer"}``; the reply is one line,
-``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. ``{"cmd": "events"}`` turns the
-connection into the phone's event stream. The socket is mode 0660 and only root, the service's own user
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A request with ``"keepalive": SECONDS``
+also gets ``{"pending": true}`` every SECONDS until its reply, so a client can tell a long operation (a
+transfer through a pool) from a phone that stopped answering. ``{"cmd": "events"}`` turns the connection
+into the phone's event stream. The socket is mode 0660 and only root, the service's own user
 and members of its group may use it (checked with SO_PEERCRED as well as by the file mode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import math
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from firmware_app.errors import CommandError, FirmwareAppError
+from firmware_app.errors import CommandError, FirmwareAppError, NoAnswerError
 from firmware_app.model import ButtonEvent, Gesture
 from firmware_app.phone import Phone
 
 log = logging.getLogger("firmware_app.control")
 
 MAX_LINE = 64 * 1024
+#: What the phone says while a command is under way, to clients that asked for keepalives.
+PENDING = {"pending": True}
+MIN_KEEPALIVE = 0.05  # seconds; a client asking for less cannot make the phone flood it
+#: Seconds the CLI waits for a word from the phone (a reply, or a keepalive sent every third of it): the
+#: service's WatchdogSec, as a phone whose event loop is stuck longer is restarted by systemd anyway.
+TIMEOUT = 30.0
 
 
 class ControlServer:
@@ -32,6 +43,7 @@ class ControlServer:
         self.path = Path(path)
         self._server: asyncio.AbstractServer | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.Task[None]] = set()  # the handlers that are event streams
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +59,10 @@ class ControlServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            if self._streams:
+                # The phone has just emitted "stopped": let each stream send it, so a reader can tell a
+                # stop from a crash, before every connection is ended.
+                await asyncio.wait(self._streams, timeout=0.5)
             for task in list(self._handlers):
                 task.cancel()
             if self._handlers:
@@ -76,15 +92,17 @@ class ControlServer:
                     await _send(writer, {"ok": False, "error": f"bad request: {e}"})
                     continue
                 if request.get("cmd") == "events":
+                    self._streams.add(handler)
                     await self._stream_events(reader, writer)
                     return
-                await _send(writer, await self.handle(request))
+                await _send(writer, await self._answer(request, writer))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
         except asyncio.CancelledError:
             pass  # the phone is stopping: end the connection quietly
         finally:
             self._handlers.discard(handler)
+            self._streams.discard(handler)
             writer.close()
 
     async def _stream_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -112,6 +130,31 @@ class ControlServer:
             closed.cancel()
         finally:
             unsubscribe()
+
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> dict[str, Any]:
+        """The reply to ``request``, with ``{"pending": true}`` every ``keepalive`` s until then if asked.
+
+        The phone bounds its operations itself (a transfer by its hold and final timeouts per target);
+        keepalives let a client bound only the phone's silence, however long an operation rightly takes.
+        """
+        interval = request.get("keepalive")
+        if interval is None:
+            return await self.handle(request)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
+            return {"ok": False, "error": f"bad request: keepalive: expected seconds, got {interval!r}"}
+        wait: float | None = max(interval, MIN_KEEPALIVE)
+        work = asyncio.ensure_future(self.handle(request))
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=wait)
+                if done:
+                    return work.result()
+                try:
+                    await _send(writer, PENDING)
+                except ConnectionError:
+                    wait = None  # the client went away: finish what it asked for all the same
+        finally:
+            work.cancel()  # done by now, unless the phone is stopping (this handler was cancelled)
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
@@ -177,22 +220,42 @@ def _peer_allowed(sock: socket.socket) -> bool:
 # --- the client side, for the CLI ----------------------------------------------------------------------
 
 
-def request(path: str | os.PathLike[str], message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+def request(path: str | os.PathLike[str], message: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Send one command and return the phone's reply, however long its operation rightly takes.
+
+    ``timeout`` bounds the phone's silence, not the operation: the phone bounds its operations itself (a
+    transfer by its plugin's hold_timeout and final_timeout per target) and says it is still at work every
+    third of ``timeout``. Raises NoAnswerError, naming the socket, when the phone is not running, closes
+    the connection or says nothing for ``timeout`` s.
+    """
     with _connect(path, timeout) as sock:
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        reply = sock.makefile("rb").readline()
-    if not reply:
-        raise FirmwareAppError("the phone closed the control connection without answering")
-    return json.loads(reply)
+        _write(sock, path, {**message, "keepalive": timeout / 3})
+        lines = sock.makefile("rb")
+        while True:
+            reply = _read(lines, path, timeout, "the phone closed the control connection without answering")
+            if not reply.get("pending"):
+                return reply
 
 
-def stream_events(path: str | os.PathLike[str]):
-    """Yield the phone's events (the first item is the current status) until the phone stops."""
-    sock = _connect(path, None)
-    with sock:
-        sock.sendall(b'{"cmd": "events"}\n')
-        for line in sock.makefile("rb"):
-            yield json.loads(line)
+def stream_events(path: str | os.PathLike[str], timeout: float = TIMEOUT) -> Iterator[dict[str, Any]]:
+    """Yield the phone's reply (with its current status), then its events until it stops.
+
+    Only that first reply is bounded by ``timeout``: an idle phone rightly has no events for hours. A stream
+    that ends without the "stopped" event raises NoAnswerError: the phone crashed or was killed.
+    """
+    with _connect(path, timeout) as sock:
+        _write(sock, path, {"cmd": "events"})
+        lines = sock.makefile("rb")
+        first = _read(lines, path, timeout, "the phone closed the control connection without answering")
+        if not first.get("ok"):
+            raise FirmwareAppError(first.get("error", "the phone refused the event stream"))
+        yield first
+        sock.settimeout(None)
+        while True:
+            event = _read(lines, path, None, "the phone ended the event stream without stopping")
+            yield event
+            if event.get("event") == "stopped":
+                return
 
 
 def _connect(path: str | os.PathLike[str], timeout: float | None) -> socket.socket:
@@ -200,10 +263,47 @@ def _connect(path: str | os.PathLike[str], timeout: float | None) -> socket.sock
     sock.settimeout(timeout)
     try:
         sock.connect(os.fspath(path))
-    except (FileNotFoundError, ConnectionRefusedError):
+    except OSError as e:
         sock.close()
-        raise FirmwareAppError(f"the phone is not running (no control socket at {path})") from None
-    except PermissionError:
-        sock.close()
-        raise FirmwareAppError(f"permission denied on {path}: use root or the phone's group") from None
+        match e:
+            case FileNotFoundError():
+                raise NoAnswerError(f"the phone is not running (no control socket at {path})") from None
+            case ConnectionRefusedError():
+                raise NoAnswerError(f"the phone is not running (nothing listens on {path})") from None
+            case PermissionError():
+                raise FirmwareAppError(f"permission denied on {path}: use root or the phone's group") from None
+            case TimeoutError():
+                raise NoAnswerError(f"no answer from the phone within {timeout:g} s ({path})") from None
+            case _:
+                raise NoAnswerError(f"cannot reach the phone at {path}: {e.strerror or e}") from None
     return sock
+
+
+def _write(sock: socket.socket, path: str | os.PathLike[str], message: dict[str, Any]) -> None:
+    try:
+        sock.sendall(json.dumps(message).encode() + b"\n")
+    except TimeoutError:
+        raise NoAnswerError(f"no answer from the phone within {sock.gettimeout():g} s ({path})") from None
+    except OSError:
+        pass  # the phone may have answered and closed already (a refused peer): the reply tells
+
+
+def _read(
+    lines: io.BufferedReader, path: str | os.PathLike[str], timeout: float | None, closed: str
+) -> dict[str, Any]:
+    """The phone's next JSON line, or NoAnswerError naming the socket (``closed`` if the connection ends)."""
+    try:
+        line = lines.readline()
+    except TimeoutError:
+        raise NoAnswerError(f"no answer from the phone within {timeout:g} s ({path})") from None
+    except OSError as e:
+        raise NoAnswerError(f"the control connection failed: {e.strerror or e} ({path})") from None
+    if not line.endswith(b"\n"):
+        raise NoAnswerError(f"{closed} ({path})")  # a line cut short is a connection cut short
+    try:
+        message = json.loads(line)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        raise NoAnswerError(f"the phone answered with something other than a JSON object ({path}): {line[:80]!r}")
+    return message

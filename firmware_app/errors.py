@@ -20,3 +20,10 @@ class CommandError(FirmwareAppError):
 
 class EngineError(FirmwareAppError):
     """The SIP engine could not start or do what it was asked."""
+
+
+class NoAnswerError(FirmwareAppError):
+    """The control socket gave no answer: the phone is not running, closed the connection or fell silent.
+
+    A command already sent may still be carried out: only the phone's status or events can tell.
+    """

@@ -18,7 +18,7 @@ packages=(
     pulseaudio libasound2-plugins alsa-utils dbus systemd shellcheck openssl
 )
 if [[ ${1:-} == --image ]]; then
-    packages+=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs qemu-system-arm)
+    packages+=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs qemu-system-arm ipxe-qemu)  # ipxe-qemu: virtio-net's efi-virtio.rom
 fi
 missing=()
 for p in "${packages[@]}"; do
