@@ -284,12 +284,24 @@ class Phone:
             raise CommandError(f"no call {call_id}")
         queue: asyncio.Queue[eng.TransferEvent] = asyncio.Queue()
         record.transfer_events = queue
+        retries = 0
         try:
             send()
             while True:
                 event = await queue.get()
                 if event.call_id == -1:
                     return 0, "the call ended during the transfer"
+                if event.final and event.code == 491 and retries < GLARE_RETRIES:
+                    # The REFER crossed a re-INVITE of the far end's (Linphone resumes a call whose transfer
+                    # failed): send it again after RFC 3261 14.1's delay, as for our own re-INVITEs.
+                    retries += 1
+                    delay = _glare_delay(owner=record.sip.direction is Direction.OUTGOING)
+                    log.info("call %s: REFER met 491 Request Pending; again in %.2f s", call_id, delay)
+                    await asyncio.sleep(delay)
+                    if call_id not in self._calls:
+                        return 0, "the call ended during the transfer"
+                    send()
+                    continue
                 # PJSIP reports the REFER's 202 as progress "100 Accepted"; a final status in the sipfrag
                 # (2xx or >= 300), a refused REFER, or the subscription's end is the outcome.
                 if event.final or event.code >= 200:
@@ -625,7 +637,7 @@ class Phone:
         if record is None or not record.media_op:
             return
         op = record.media_op
-        if event.code != 491 or record.media_retries >= MEDIA_RETRIES:
+        if event.code != 491 or record.media_retries >= GLARE_RETRIES:
             log.warning("call %s: %s refused with %s", event.call_id, op, event.code)
             record.media_op = ""
             if op == "resume":
@@ -633,8 +645,7 @@ class Phone:
                 self._changed(record)
             return
         record.media_retries += 1
-        # 2.1-4 s when this phone made the dialog's Call-ID, 0-2 s otherwise, so the two ends do not collide again.
-        delay = random.uniform(2.1, 4.0) if event.owner else random.uniform(0.0, 2.0)
+        delay = _glare_delay(owner=event.owner)
         log.info("call %s: %s met 491 Request Pending; again in %.2f s", event.call_id, op, delay)
         self._loop().call_later(delay, self._retry_media, event.call_id, op)
 
@@ -786,8 +797,8 @@ TRIM_AFTER_S = 35.0
 #: How often the call table is checked against PJSUA's while there are calls.
 RECONCILE_S = 1.0
 
-#: A hold or resume met by 491 is sent again at most this many times.
-MEDIA_RETRIES = 3
+#: A hold, resume or REFER met by 491 is sent again at most this many times.
+GLARE_RETRIES = 3
 
 #: The engine thread is "responsive" while it came back from libHandleEvents this recently.
 ENGINE_STALL_S = 3 * eng.POLL_MS / 1000 + 2
@@ -801,6 +812,12 @@ def engine_problem(engine: eng.SipEngine | None) -> str | None:
     if stalled > ENGINE_STALL_S:
         return f"the SIP engine is not responding (no poll for {stalled:.0f} s)"
     return None
+
+
+def _glare_delay(*, owner: bool) -> float:
+    """RFC 3261 14.1: after a 491, 2.1-4 s when this phone made the dialog's Call-ID, 0-2 s otherwise, so
+    that the two ends do not collide again."""
+    return random.uniform(2.1, 4.0) if owner else random.uniform(0.0, 2.0)
 
 
 @functools.cache

@@ -25,7 +25,8 @@ def transfer_with_final_notify(
     phone_factory, sipp_target_factory, kamailio, final_timeout: float = 120.0, **variables: str
 ):
     """The phone calls a sipp transferee (1007), which ends the phone's REFER with the NOTIFY ``variables`` say."""
-    transferee = sipp_target_factory("1007", "transferee", variables={"extra": "X-Case: -", "refuse491": "no", **variables})
+    defaults = {"extra": "X-Case: -", "refuse491": "no", "refer491": "no"}
+    transferee = sipp_target_factory("1007", "transferee", variables={**defaults, **variables})
     phone = phone_factory(extra=CONFIG.format(final_timeout=final_timeout)).start()
     phone.cli("call", "1007")
     phone.wait_state("in_call")
@@ -99,3 +100,16 @@ def test_a_resume_refused_with_491_is_sent_again(phone_factory, sipp_target_fact
     wait(lambda: reinvite_answers()[-2:] == [491, 200], 10, "the resume to be sent again and answered", phone)
     assert [c["state"] for c in phone.status()["calls"]] == ["active"]
     assert "491" in phone.log()
+
+
+def test_a_refer_refused_with_491_is_sent_again(phone_factory, sipp_target_factory, kamailio):
+    # Linphone answers 491 to a REFER that crosses its own re-INVITE: the transfer goes on after the delay.
+    phone, _, result = transfer_with_final_notify(
+        phone_factory, sipp_target_factory, kamailio,
+        substate="terminated;reason=noresource", sipfrag="SIP/2.0 200 OK", refer491="once",
+    )
+    assert result.returncode == 0, result.stderr
+    call_id = next(e["sip_call_id"] for e in phone.events if e["event"] == "call")
+    refer_answers = [m.status for m in kamailio.ladder() if m.call_id == call_id and m.method == "REFER" and m.status]
+    assert refer_answers == [491, 202], refer_answers
+    phone.wait_state("idle")

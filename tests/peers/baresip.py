@@ -141,7 +141,7 @@ class Baresip:
             self._process.start()
             self._connect(deadline - time.monotonic())
             # REGISTER_OK may fire before ctrl_tcp is connected: the registrar's table is the reliable witness.
-            wait_until(self._contacts, max(deadline - time.monotonic(), 0.1), f"baresip {self.user} to register",
+            wait_until(lambda: self._contacts() or None, max(deadline - time.monotonic(), 0.1), f"baresip {self.user} to register",
                        interval=0.05, alive=self._process.check_alive)
         except BaseException:
             self.stop()
