@@ -9,7 +9,8 @@ a fake BlueZ with a BLE button, and then, for the app (``firmware-app run``) and
 4. process start -> the registrar's 200 to REGISTER;
 5. a soak of calls answered and hung up: RSS, open fds and threads at the start and the end.
 
-See bench/README.md. ``--quick`` is a smoke run of about two minutes.
+See bench/README.md. ``--quick`` is a smoke run of about two minutes. Two stress benches run on their own:
+``python -m bench flood`` (bench/flood.py) and ``python -m bench soak`` (bench/race_soak.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from bench.harness import (
     Phone,
     Press,
     Wire,
+    device_alsa_conf,
     match_wire,
     wait,
 )
@@ -81,19 +83,6 @@ release = ["00"]
 [headset_keys.devices.headset]
 name = "Jabra Evolve2 65"
 """
-
-
-def device_alsa_conf(work: Path) -> Path:
-    """alsa-lib's own alsa.conf without the conf.d folders: the ALSA of the device image (libasound2 alone).
-
-    This machine has libasound2-plugins and PulseAudio (for the audio tests): their conf.d files make PJSUA's
-    libInit load the pulse, jack, speex... plugins (about 6 MB of RSS) that the image does not have.
-    """
-    text = Path("/usr/share/alsa/alsa.conf").read_text()
-    text = re.sub(r'^\s*"[^"]*/conf\.d"\s*$\n', "", text, flags=re.MULTILINE)
-    path = work / "alsa.conf"
-    path.write_text(text)
-    return path
 
 
 def say(text: str) -> None:
@@ -481,7 +470,8 @@ def header(results: dict[str, Any]) -> str:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
+                                epilog="python -m bench flood | soak --help: the stress benches (bench/README.md)")
     p.add_argument("--quick", action="store_true", help="smoke run: 30 presses, 10 s idle, 100 soak calls, 2 starts")
     p.add_argument("--presses", type=int, help="presses per path per phone (default 250)")
     p.add_argument("--idle", type=float, help="idle seconds (default 60)")
@@ -505,7 +495,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+#: Benches that run on their own, by their first argument; each module's main() takes the rest.
+STRESS_BENCHES = {"flood": "bench.flood", "soak": "bench.race_soak"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in STRESS_BENCHES:
+        import importlib
+
+        return int(importlib.import_module(STRESS_BENCHES[argv[0]]).main(argv[1:]))
     args = parse(argv)
     phases = set(args.only.split(","))
     os.chdir(REPO)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,19 @@ def wait(predicate: Any, timeout: float, what: str, interval: float = 0.01) -> A
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def device_alsa_conf(work: Path) -> Path:
+    """alsa-lib's own alsa.conf without the conf.d folders: the ALSA of the device image (libasound2 alone).
+
+    This machine has libasound2-plugins and PulseAudio (for the audio tests): their conf.d files make PJSUA's
+    libInit load the pulse, jack, speex... plugins (about 6 MB of RSS) that the image does not have.
+    """
+    text = Path("/usr/share/alsa/alsa.conf").read_text()
+    text = re.sub(r'^\s*"[^"]*/conf\.d"\s*$\n', "", text, flags=re.MULTILINE)
+    path = work / "alsa.conf"
+    path.write_text(text)
+    return path
 
 
 # --- the wire: Kamailio's log ------------------------------------------------------------------------------
