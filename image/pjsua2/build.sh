@@ -52,7 +52,11 @@ if [[ ! -f "$out/pjsua2.py" ]]; then
     rm -rf "$work"
 fi
 
-cp "$out"/_pjsua2*.so "$out/pjsua2.py" "$site/"
+# Replace, never overwrite in place: a running phone has the old library mapped and would crash.
+for f in "$out"/_pjsua2*.so "$out/pjsua2.py"; do
+    cmp -s "$f" "$site/$(basename "$f")" && continue
+    cp "$f" "$site/.$(basename "$f").new" && mv -f "$site/.$(basename "$f").new" "$site/$(basename "$f")"
+done
 # pjsua2.py is a 600 KB generated module: without its .pyc every start recompiles it and RSS grows ~20 MB.
 "$python" -m compileall -q "$site/pjsua2.py"
 "$python" -c 'import pjsua2; print("pjsua2-build: installed pjsua2", open("'"$out/VERSION"'").read().split()[0])' >&2
