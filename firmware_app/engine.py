@@ -9,10 +9,12 @@ Threads (PJSUA2 aborts the process when a thread it does not know touches it, se
   reaches the wire at once instead of waiting for the engine thread's next wake-up.
 
 Callbacks arrive on either thread. They copy what they need into plain values and hand them to ``post``
-(thread-safe), nothing more. Only the engine holds ``pjsua2`` objects. A ``Call`` is dropped inside its own
-DISCONNECTED callback (a thread PJSIP knows, and while PJSUA's call slot is still that call's: a ``Call``
-deleted later hangs up whoever has the slot by then) or at shutdown on the engine thread, never by the
-garbage collector somewhere else.
+(thread-safe), nothing more. Only the engine holds ``pjsua2`` objects. A ``Call`` whose call ended is let go
+on the engine thread a little later (:data:`RELEASE_AFTER_S`), or at shutdown, never by the garbage
+collector somewhere else: PJSUA releases its locks before it calls back, so a callback for the same call
+may be on its way on the other thread, and PJSUA even delivers late transaction events of an ended call to
+whichever call has its slot by then; an instance deleted under such a callback crashes the process. That
+the deletion cannot hang up the slot's next call is patch 0005 of this project's PJSUA2 build.
 
 INVITEs from untrusted sources or for other users are answered by the INVITE screen, a PJSIP module this
 project compiles into its PJSUA2 build (``image/pjsua2/firmware_screen.c``), before PJSUA spends a call slot
@@ -21,12 +23,12 @@ or media on them; see :class:`_InviteScreen`.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import dataclasses
 import gc
 import ipaddress
 import logging
-import random
 import re
 import sys
 import threading
@@ -51,6 +53,9 @@ POLL_MS = 1000
 
 #: A call PJSUA never gave a slot (e.g. a transfer's new call whose REFER failed) is let go after this long.
 UNBORN_CALL_S = 5.0
+
+#: An ended call's ``Call`` instance is deleted this long after its end, once no callback can be using it.
+RELEASE_AFTER_S = 2.0
 
 #: How often the INVITE screen's refusals are summed up in the log, at most (a flood is one line a minute).
 SCREEN_REPORT_S = 60.0
@@ -233,9 +238,6 @@ class _PhoneCall(pj.Call):
         try:
             call = self.snapshot()
             if call.state is CallState.ENDED:
-                # PJSUA frees the slot once this returns and gives it to the next call. This object still
-                # names the slot, and deleting it later would hang up whichever call has it then (603 to
-                # a caller, an end the phone never hears of): let go of it now, while the slot is ours.
                 self.engine._call_ended(self)
             self.engine.post(CallEvent(call))
         except Exception:
@@ -472,9 +474,9 @@ class SipEngine:
         self._stop = threading.Event()
         self._start_error: BaseException | None = None
         self._attached: set[int] = set()
-        # Calls whose slot PJSUA gave to another call before we let go of them: deleting one would hang up
-        # the other, so they are kept until the library is destroyed (only reconcile puts one here).
-        self._orphans: list[_PhoneCall] = []
+        # Ended calls waiting to be deleted on the engine thread: (when they ended, the call). Appended on
+        # either thread, emptied on the engine thread; deque's append and popleft are atomic.
+        self._ended: collections.deque[tuple[float, _PhoneCall]] = collections.deque()
         self._use_secondary = False
         self._transport_id = -1
 
@@ -530,6 +532,7 @@ class SipEngine:
                 self._ep.libHandleEvents(POLL_MS)
                 self.heartbeat = time.monotonic()
                 self.screen.report()
+                self._release_ended(self.heartbeat - RELEASE_AFTER_S)
         except Exception:
             log.exception("the SIP engine loop failed")
         finally:
@@ -569,8 +572,9 @@ class SipEngine:
             self.screen.start(self.trusted, users)
         else:
             log.warning(
-                "this PJSUA2 build has no INVITE screen (build it with image/pjsua2/build.sh): INVITEs from "
-                "untrusted sources cost a call slot and media before they are refused"
+                "this PJSUA2 build lacks the phone's INVITE screen and PJSIP patches (build it with "
+                "image/pjsua2/build.sh): INVITEs from untrusted sources cost a call slot and media before they "
+                "are refused, and a call slot reused soon after a call ended can be hung up"
             )
 
         acc_cfg = cfg.account
@@ -714,7 +718,7 @@ class SipEngine:
                 while any(c.isActive() for c in self._calls.values()) and time.monotonic() < deadline:
                     ep.libHandleEvents(20)
             self._calls.clear()
-            self._orphans.clear()
+            self._ended.clear()
             self._players.clear()
             # A saved traceback can keep a Call alive past libDestroy, which aborts (PJSUA2_NOTES rule 8).
             sys.last_traceback = sys.last_value = sys.last_type = None
@@ -749,12 +753,18 @@ class SipEngine:
         call.media_ready = True
 
     def _call_ended(self, call: _PhoneCall) -> None:
-        self._calls.pop(call.id, None)  # the last reference goes when the state callback returns
+        if self._calls.pop(call.id, None) is not None:
+            self._ended.append((time.monotonic(), call))
         if self._null_sound and self._null_open and not any(
             c.media_ready and c is not call and c.isActive() for c in self._calls.values()
         ):
             self._ep.audDevManager().setNoDev()
             self._null_open = False
+
+    def _release_ended(self, before: float) -> None:
+        """Delete the ``Call`` instances of calls that ended before ``before`` (engine thread)."""
+        while self._ended and self._ended[0][0] < before:
+            self._ended.popleft()
 
     def may_transfer_to(self, uri: str) -> bool:
         """Whether the far end may send this phone to ``uri`` (a REFER received): allowed domains only.
@@ -786,22 +796,20 @@ class SipEngine:
             if slot < 0:
                 if now - call.created < UNBORN_CALL_S:
                     continue  # a call being made gets its slot in a moment
-                why, reused = "PJSUA never gave it a slot", False
+                why = "PJSUA never gave it a slot"
             else:
                 try:
                     info = call.getInfo()
                 except pj.Error:
                     info = None
                 if info is not None and call.sip_call_id and info.callIdString != call.sip_call_id:
-                    why, reused = f"its slot {slot} now holds another call", True
+                    why = f"its slot {slot} now holds another call"
                 elif info is None or info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-                    why, reused = f"PJSUA's slot {slot} has no live call", False
+                    why = f"PJSUA's slot {slot} has no live call"
                 else:
                     continue
             log.warning("call %s: %s: ended", call.id, why)
-            self._calls.pop(call.id, None)
-            if reused:
-                self._orphans.append(call)
+            self._call_ended(call)
             last = call.last or Call(call.id, call.direction, CallState.ENDED, "", sip_call_id=call.sip_call_id)
             ended.append(dataclasses.replace(last, state=CallState.ENDED, status_code=0, reason="lost by PJSUA"))
         return ended

@@ -192,8 +192,10 @@ def test_pool_with_linphone_as_the_transferee_goes_on_to_the_next_agent(linphone
         ("BYE", request(call_id, "BYE", p)),
         ("200 to BYE", reply(call_id, "BYE", 200, far)),
     ])[4]
-    refers = [m for m in kamailio.ladder() if request(call_id, "REFER", p)(m)]
-    assert [m.refer_to.split("@")[0] for m in refers] == ["<sip:1004", "<sip:1003"]
+    refers = [m.refer_to.split("@")[0] for m in kamailio.ladder() if request(call_id, "REFER", p)(m)]
+    # A REFER that crossed Linphone's own resume re-INVITE got 491 and went again: one target, sent twice.
+    targets = [t for i, t in enumerate(refers) if i == 0 or refers[i - 1] != t]
+    assert targets == ["<sip:1004", "<sip:1003"], refers
     assert final.subscription_state.startswith("terminated"), final.subscription_state
     assert desk.calls_received == 1
 
