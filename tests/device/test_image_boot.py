@@ -51,7 +51,7 @@ class GuestKamailio(Kamailio):
 def _require(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"missing {', '.join(missing)}: apt-get install qemu-system-arm mtools fdisk (see image/README.md)")
+        pytest.skip(f"missing {', '.join(missing)}: apt-get install qemu-system-arm ipxe-qemu mtools fdisk (see image/README.md)")
 
 
 @pytest.fixture(scope="module")
