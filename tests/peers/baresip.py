@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from .agent import UserAgent
 from .kamailio import Kamailio
 from .support import LOOPBACK, ManagedProcess, PeerError, PeerTimeout, free_port, require_binary, wait_until
 
@@ -68,7 +69,7 @@ def decode_netstrings(buffer: bytearray) -> list[bytes]:
         del buffer[: end + 1]
 
 
-class Baresip:
+class Baresip(UserAgent):
     """baresip 1.0.0 as a far party: registers sip:USER@{kamailio.domain} with digest auth, answers on demand.
 
     Events are the JSON objects ctrl_tcp emits ({"type": "CALL_INCOMING", "peeruri": ..., "param": ...}).
@@ -101,27 +102,6 @@ class Baresip:
         self._send_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-
-    @property
-    def uri(self) -> str:
-        """The account's address of record, e.g. sip:1001@127.0.0.1:5080."""
-        return self.kamailio.uri(self.user)
-
-    @property
-    def source(self) -> str:
-        """"ip:port" this UA sends SIP from (its column in a Kamailio ladder)."""
-        return f"{LOOPBACK}:{self.sip_port}"
-
-    def start(self, timeout: float = 10.0) -> Self:
-        # baresip binds UDP, TCP and TLS (the next port up); a port free when probed can be taken by another
-        # process before baresip binds it, so pick new ports and try again when that happens.
-        for attempt in range(3):
-            try:
-                return self._start_once(timeout)
-            except PeerError:
-                if attempt == 2 or "Address already in use" not in self.log_path.read_text(errors="replace"):
-                    raise
-        raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float) -> Self:
         if self._process is not None:

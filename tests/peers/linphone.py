@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from .agent import UserAgent
 from .kamailio import Kamailio
 from .support import LOOPBACK, ManagedProcess, PeerError, PeerTimeout, free_port, require_binary, tail, wait_until
 
@@ -130,7 +131,7 @@ class LinphoneEvent:
         return int(value) if value.isdigit() else None
 
 
-class Linphone:
+class Linphone(UserAgent):
     """linphone-daemon 5.1 as a far party: registers sip:USER@{kamailio.domain} with digest auth over UDP.
 
     Calls are numbered by the daemon (1, 2, ...); every call gets its number with its first event. Call
@@ -164,26 +165,6 @@ class Linphone:
         self._poll_error: PeerError | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-
-    @property
-    def uri(self) -> str:
-        """The account's address of record, e.g. sip:1002@127.0.0.1:5080."""
-        return self.kamailio.uri(self.user)
-
-    @property
-    def source(self) -> str:
-        """"ip:port" this UA sends SIP from (its column in a Kamailio ladder)."""
-        return f"{LOOPBACK}:{self.sip_port}"
-
-    def start(self, timeout: float = 10.0) -> Self:
-        # A port free when probed can be taken by another process before Linphone binds it: try new ones.
-        for attempt in range(3):
-            try:
-                return self._start_once(timeout)
-            except PeerError:
-                if attempt == 2 or "Address already in use" not in self.log_path.read_text(errors="replace"):
-                    raise
-        raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float) -> Self:
         if self._process is not None:
