@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
@@ -176,7 +177,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item,
                               call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.when == "call" and report.failed:
+    # FIRMWARE_APP_LADDERS=1 attaches the ladder to passing tests too (shown with pytest -rP).
+    if report.when == "call" and (report.failed or os.environ.get("FIRMWARE_APP_LADDERS") == "1"):
         funcargs: dict[str, object] = getattr(item, "funcargs", {})
         for name in _KAMAILIO_FIXTURES:
             proxy = funcargs.get(name)
