@@ -83,11 +83,15 @@ def test_incoming_call_rejected_with_486(phone_factory, baresip_factory, kamaili
 
 
 def test_reject_code_is_configurable(phone_factory, baresip_factory, kamailio):
-    phone = phone_factory(extra="").start()
+    phone = phone_factory(account="reject_code = 603\n").start()
     caller = baresip_factory("1001")
     ring(phone, caller)
-    phone.cli("reject", "--code", "603")
+    phone.cli("reject")  # account.reject_code
     kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 603)
+    phone.wait_state("idle")
+    ring(phone, caller)
+    phone.cli("reject", "--code", "480")  # the command's own code wins
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 480)
 
 
 def test_remote_party_ends_the_call(phone_factory, baresip_factory, kamailio):

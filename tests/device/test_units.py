@@ -22,7 +22,12 @@ SERVICES = [p for p in UNITS if p.suffix == ".service"]
 THRESHOLDS = {"firmware-app.service": 2.0}
 DEFAULT_THRESHOLD = 3.5
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed")
+
+
+def require(program: str) -> None:
+    """Fail, not skip, without systemd's tools: tests/setup.sh installs systemd, as it installs the SIP peers."""
+    if shutil.which(program) is None:
+        pytest.fail(f"{program} is missing: run tests/setup.sh (Debian package systemd)", pytrace=False)
 
 
 def parse_unit(path: Path) -> dict[str, list[str]]:
@@ -44,6 +49,7 @@ def parse_unit(path: Path) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def unit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root folder with the system's standard units, ours in /etc, and the programs they start."""
+    require("systemd-analyze")
     root = tmp_path_factory.mktemp("unit-root")
     system_units = next(p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir())
     shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
@@ -138,8 +144,7 @@ def test_provisioning_units_order() -> None:
 
 
 def test_sysusers_make_the_user_and_its_groups(tmp_path: Path) -> None:
-    if shutil.which("systemd-sysusers") is None:
-        pytest.skip("systemd-sysusers is not installed")
+    require("systemd-sysusers")
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (tmp_path / "etc/group").write_text("root:x:0:\naudio:x:29:\ninput:x:101:\n")
