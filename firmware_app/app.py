@@ -7,13 +7,15 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_app import config as cfg
 from firmware_app.control import ControlServer
-from firmware_app.phone import Phone
 from firmware_app.plugins import PluginHost
 from firmware_app.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from firmware_app.phone import Phone
 
 log = logging.getLogger("firmware_app")
 
@@ -51,6 +53,8 @@ async def _serve(config: cfg.Config, host: PluginHost) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    from firmware_app.phone import Phone  # the engine, and so PJSUA2, only for the command that runs the phone
+
     notifier = Notifier()
     phone = Phone(config, host)
     control = ControlServer(phone, config.control.socket)

@@ -20,11 +20,13 @@ import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_app.errors import CommandError, FirmwareAppError, NoAnswerError
 from firmware_app.model import ButtonEvent, Gesture
-from firmware_app.phone import Phone
+
+if TYPE_CHECKING:  # the CLI's client side must start without PJSUA2 (the phone imports the engine)
+    from firmware_app.phone import Phone
 
 log = logging.getLogger("firmware_app.control")
 

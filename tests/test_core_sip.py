@@ -6,6 +6,8 @@ Every assertion about SIP is made on the ladder Kamailio logged, not on the phon
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -193,3 +195,26 @@ def test_no_module_outside_the_engine_imports_pjsua2():
         if re.search(r"^\s*(import pjsua2|from pjsua2)", p.read_text(), re.M) and p.name != "engine.py"
     ]
     assert offenders == []
+
+
+#: Runs the CLI in a Python where ``import pjsua2`` fails, as on a laptop or a build host without it.
+WITHOUT_PJSUA2 = "import sys; sys.modules['pjsua2'] = None; from firmware_app.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_the_cli_checks_a_config_and_runs_doctor_without_pjsua2(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[account]\nregistrar = "pbx.example"\nuser = "1000"\n')
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('password = "pw"\n')
+    secrets.chmod(0o600)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", WITHOUT_PJSUA2, *args], capture_output=True, text=True, timeout=60)
+
+    checked = cli("check-config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    doctor = cli("-c", str(config), "doctor")
+    assert "PJSUA2 is not installed" in doctor.stdout + doctor.stderr, doctor.stdout + doctor.stderr
+    assert "Traceback" not in doctor.stderr
+    status = cli("--socket", str(tmp_path / "none.sock"), "status")
+    assert status.returncode == 3 and "Traceback" not in status.stderr, status.stderr

@@ -46,7 +46,7 @@ import asyncio
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -55,7 +55,9 @@ from firmware_app.config import Config
 from firmware_app.errors import CommandError, ConfigError
 from firmware_app.hookspecs import RegisterAction
 from firmware_app.model import Call, CallState, PhoneState, TransferState, TransferStatus
-from firmware_app.phone import Phone
+
+if TYPE_CHECKING:
+    from firmware_app.phone import Phone
 
 from .mixer import Mixer, default_state_file, load_state, save_state
 from .player import AlsaPlayer, Sound

@@ -28,7 +28,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
@@ -38,8 +38,10 @@ from firmware_app.errors import CommandError, ConfigError
 from firmware_app.hookspecs import RegisterAction
 from firmware_app.model import Call, CallState, TransferState, TransferStatus
 
+if TYPE_CHECKING:
+    from firmware_app.phone import Phone
+
 CS = CallState
-from firmware_app.phone import Phone
 
 log = logging.getLogger("softphone_transfer")
 
