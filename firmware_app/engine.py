@@ -27,7 +27,6 @@ import collections
 import ctypes
 import dataclasses
 import gc
-import ipaddress
 import logging
 import re
 import sys
@@ -35,21 +34,31 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable
 
 import pjsua2 as pj
 
 from firmware_app import alsa
 from firmware_app.config import Config, registrar_hostport
 from firmware_app.errors import CommandError, EngineError
+from firmware_app.events import (  # noqa: F401 (re-exported: the engine's reports)
+    POLL_MS,
+    CallEvent,
+    EngineEvent,
+    IncomingEvent,
+    MediaEvent,
+    MwiEvent,
+    Network,
+    RegEvent,
+    ReinviteEvent,
+    TransferEvent,
+    TransferRequestEvent,
+)
 from firmware_app.model import Call, CallState, Direction, Registration, RegistrationState
 
 log = logging.getLogger("firmware_app.engine")
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-
-#: Longest time the engine thread blocks before it checks for a stop request and beats its heart.
-POLL_MS = 1000
 
 #: A call PJSUA never gave a slot (e.g. a transfer's new call whose REFER failed) is let go after this long.
 UNBORN_CALL_S = 5.0
@@ -60,73 +69,8 @@ RELEASE_AFTER_S = 2.0
 #: How often the INVITE screen's refusals are summed up in the log, at most (a flood is one line a minute).
 SCREEN_REPORT_S = 60.0
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-# --- what the engine reports (plain values, safe to hand to any thread) --------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RegEvent:
-    registration: Registration
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingEvent:
-    call: Call
-    source: str  # "ip:port" the INVITE came from
-    to_user: str  # the user part of the INVITE's request URI
-
-
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    call: Call  # SIP-level state: ringing, dialing, connecting, active or ended
-
-
-@dataclass(frozen=True, slots=True)
-class MediaEvent:
-    call_id: int
-    local_hold: bool  # our hold re-INVITE was answered 2xx
-    active: bool  # audio flows both ways
-
-
-@dataclass(frozen=True, slots=True)
-class TransferEvent:
-    call_id: int
-    code: int  # the sipfrag status (100, 180, 200, 486...) or the REFER's own final status
-    reason: str
-    final: bool
-
-
-@dataclass(frozen=True, slots=True)
-class MwiEvent:
-    """A message summary NOTIFY (RFC 3842), solicited or not."""
-
-    source: str
-    body: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReinviteEvent:
-    """Our re-INVITE (hold or resume) got a final answer other than 2xx, e.g. 491 Request Pending."""
-
-    call_id: int
-    code: int
-    owner: bool  # this phone created the dialog's Call-ID (RFC 3261 14.1 picks the retry delay from it)
-
-
-@dataclass(frozen=True, slots=True)
-class TransferRequestEvent:
-    """The far end asked this phone to call someone else (we are the transferee)."""
-
-    call_id: int
-    uri: str
-    accepted: bool
-
-
-EngineEvent = Union[
-    RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent, ReinviteEvent
-]
 
 
 def find_device(

@@ -1,13 +1,16 @@
 """The whole plugin contract of the phone: every hook a plugin may implement.
 
-Plugins implement hooks with ``from firmware_app import hookimpl``. Every hook runs on the phone's one
-plugin thread (an asyncio loop), so a plugin never needs a lock, and never sees a PJSUA2 object: only the
-plain values of :mod:`firmware_app.model`. A hook that raises is logged with the plugin's name and traceback
-and the phone carries on as if that plugin had returned nothing.
+Plugins implement hooks with ``from firmware_app import hookimpl`` and hold the phone through the
+:class:`Phone` protocol below (``from firmware_app import Phone``), never the phone's own classes. Every hook
+runs on the phone's one plugin thread (an asyncio loop), so a plugin never needs a lock, and never sees a
+PJSUA2 object: only the plain values of :mod:`firmware_app.model`. A hook that raises is logged with the
+plugin's name and traceback and the phone carries on as if that plugin had returned nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import pluggy
@@ -25,9 +28,84 @@ from firmware_app.model import (
 
 if TYPE_CHECKING:
     from firmware_app.config import Config
-    from firmware_app.phone import Phone
 
 hookspec = pluggy.HookspecMarker("firmware_app")
+
+
+class Phone(Protocol):
+    """What a plugin may ask of the phone and tell it to do: the ``phone`` of :func:`softphone_startup` and of
+    every action. Call it on the phone's thread (hooks and actions run there); from another thread only
+    :meth:`input` and :meth:`call_soon_threadsafe`. Commands raise :class:`firmware_app.errors.CommandError`
+    with a reason a person can read when they cannot be carried out now."""
+
+    # --- what the phone is doing
+    @property
+    def state(self) -> PhoneState: ...
+    @property
+    def registration(self) -> Registration: ...
+    @property
+    def sound_devices(self) -> tuple[str | None, str | None]:
+        """The ALSA devices calls use, ``(capture, playback)``; None with the null device."""
+    def calls(self) -> list[Call]:
+        """Every call that has not ended."""
+    def get_call(self, call_id: int) -> Call | None: ...
+    def current_call(self, *states: CallState) -> Call:
+        """The call a button acts on (the ringing one first), optionally only among ``states``."""
+    def complete_uri(self, target: str) -> str:
+        """``"1003"`` -> ``"sip:1003@<the account's domain>"``; a SIP URI stays as it is."""
+
+    # --- calls (``call_id`` None: the current call)
+    def answer(self, call_id: int | None = None) -> Call: ...
+    def reject(self, call_id: int | None = None, code: int | None = None) -> Call: ...
+    def hangup(self, call_id: int | None = None) -> Call: ...
+    def dial(self, target: str) -> int: ...
+    async def hold(self, call_id: int | None = None, timeout: float = 5.0) -> bool:
+        """Hold and wait for the far end's confirmation; False when it did not come in ``timeout`` s."""
+    def resume(self, call_id: int | None = None) -> Call: ...
+    def set_mic_muted(self, muted: bool, call_id: int | None = None) -> Call: ...
+
+    # --- transfers
+    async def refer(
+        self, call_id: int, uri: str, on_progress: Callable[[int, str], None] | None = None
+    ) -> tuple[int, str]:
+        """REFER the far end to ``uri``; the first final outcome ``(status, reason)``, ``(0, reason)`` when the
+        call ended first. Progress (100, 180) goes to ``on_progress``. Bound the wait yourself."""
+    async def refer_replaces(
+        self, call_id: int, other_id: int, on_progress: Callable[[int, str], None] | None = None
+    ) -> tuple[int, str]:
+        """Attended transfer: REFER the far end of ``call_id`` to ``other_id``'s party with Replaces."""
+    def set_transferring(self, call_id: int, transferring: bool) -> None: ...
+    def report_transfer(self, status: TransferStatus) -> None:
+        """Tell every plugin (:func:`softphone_transfer_status`) and the event stream how a transfer goes."""
+
+    # --- sound on the headset
+    def play_sound(self, path: str, *, loop: bool = False) -> int | None:
+        """Play a WAV file to the calls' playback device; a handle for :meth:`stop_sound`, None without sound."""
+    def stop_sound(self, handle: int) -> None: ...
+
+    # --- actions and input
+    def actions(self) -> list[str]: ...
+    async def run_action(self, action: str) -> Any:
+        """Run ``name`` or ``name:argument`` as a button would."""
+    def input(self, event: ButtonEvent) -> None:
+        """Hand over a button event; safe from any thread."""
+    def wants_double(self, source: str, button: str) -> bool:
+        """Whether a double press of this button means something now (see :func:`softphone_wants_double`)."""
+
+    # --- events, status and scheduling
+    def emit(self, event: str, **fields: Any) -> None:
+        """Put a plugin's own event (``volume``, ``led``...) on the control socket's event stream."""
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Follow the event stream (what ``firmware-app events`` prints); returns the unsubscribe function."""
+    def publish_status(self, name: str, value: Any) -> None:
+        """Show this plugin's state (plain JSON values) under ``name`` in ``firmware-app status``."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a coroutine on the phone's loop; it is cancelled when the phone stops, its failure logged."""
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> asyncio.Handle:
+        """Run ``callback`` on the phone's thread once the current hook has returned."""
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> asyncio.TimerHandle: ...
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> asyncio.Handle:
+        """From a device's own thread (gpiozero, a player): run ``callback`` on the phone's thread."""
 
 
 class ActionHandler(Protocol):
@@ -92,6 +170,12 @@ def softphone_incoming_call(call: Call) -> IncomingAction | None:
 @hookspec
 def softphone_call_state_changed(call: Call, previous: CallState | None) -> None:
     """A call changed state. ``previous`` is None for a call the phone just learnt of."""
+
+
+@hookspec
+def softphone_call_waiting(call: Call, busy_with: Call, code: int) -> None:
+    """A call came in while the phone was busy with ``busy_with``: it was refused with ``code`` (486) and is
+    never one of the phone's calls (no :func:`softphone_call_state_changed` for it). For a call-waiting cue."""
 
 
 @hookspec

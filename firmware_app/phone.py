@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from firmware_app import engine as eng
+from firmware_app import events as eng
 from firmware_app.config import Config, complete_uri
 from firmware_app.errors import CommandError
 from firmware_app.hookspecs import ActionHandler
@@ -67,11 +67,12 @@ class _CallRecord:
 class Phone:
     """What plugins and the control socket hold: the phone's calls, actions and event stream."""
 
-    def __init__(self, config: Config, plugins: PluginHost) -> None:
+    def __init__(self, config: Config, plugins: PluginHost, engine_factory: eng.EngineFactory | None = None) -> None:
         self.config = config
         self.plugins = plugins
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.engine: eng.SipEngine | None = None
+        self.engine: eng.Engine | None = None
+        self._engine_factory = engine_factory or _sip_engine
         self.registration = Registration(RegistrationState.UNREGISTERED)
         self.state = PhoneState.IDLE
         self._calls: dict[int, _CallRecord] = {}
@@ -95,7 +96,7 @@ class Phone:
         self.loop = asyncio.get_running_loop()
         self.plugins.register_actions(self._register_action)
         self._trusted = await self.loop.run_in_executor(None, self._resolve_trusted)
-        self.engine = eng.SipEngine(self.config, self._post_from_engine, trusted=self._trusted)
+        self.engine = self._engine_factory(self.config, self._post_from_engine, trusted=self._trusted)
         self._set_registration(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
         await self.loop.run_in_executor(None, self.engine.start)
         # Only now may this thread call PJSUA2: events the engine posted meanwhile waited in _early.
@@ -322,6 +323,20 @@ class Phone:
         )
         self.plugins.transfer_status(status)
         self._emit("transfer", **to_json(status))
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> asyncio.Handle:
+        """Run ``callback`` on the phone's thread once the current hook has returned."""
+        return self._loop().call_soon(callback, *args)
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> asyncio.TimerHandle:
+        return self._loop().call_later(delay, callback, *args)
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> asyncio.Handle | None:
+        """From another thread: run ``callback`` on the phone's thread (nothing once the phone has stopped)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return None
+        return loop.call_soon_threadsafe(callback, *args)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a plugin's coroutine on the phone's loop; it is cancelled when the phone stops."""
@@ -604,6 +619,7 @@ class Phone:
         if busy:
             log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
             self._refuse(call.id, 486)
+            self.plugins.call_waiting(call, busy[0].view(), 486)
             self._emit("call_waiting", call_id=call.id, remote_uri=call.remote_uri, busy_with=busy[0].sip.id, code=486)
             return
         record = _CallRecord(call)
@@ -780,7 +796,7 @@ class Phone:
             raise CommandError(f"call {call_id} is {call.state}, not {' or '.join(states)}")
         return call
 
-    def _engine(self) -> eng.SipEngine:
+    def _engine(self) -> eng.Engine:
         if self.engine is None:
             raise CommandError("the phone is not running")
         return self.engine
@@ -804,7 +820,7 @@ GLARE_RETRIES = 3
 ENGINE_STALL_S = 3 * eng.POLL_MS / 1000 + 2
 
 
-def engine_problem(engine: eng.SipEngine | None) -> str | None:
+def engine_problem(engine: eng.Engine | None) -> str | None:
     """Why the engine is not serving the phone (not running, or stuck inside PJSIP), or None."""
     if engine is None or not engine.alive:
         return "the SIP engine is not running"
@@ -812,6 +828,13 @@ def engine_problem(engine: eng.SipEngine | None) -> str | None:
     if stalled > ENGINE_STALL_S:
         return f"the SIP engine is not responding (no poll for {stalled:.0f} s)"
     return None
+
+
+def _sip_engine(config: Config, post: Callable[[eng.EngineEvent], None], trusted: Any = ()) -> eng.Engine:
+    """The PJSUA2 engine (imported here: a phone built on another engine never loads PJSUA2)."""
+    from firmware_app.engine import SipEngine
+
+    return SipEngine(config, post, trusted=trusted)
 
 
 def _glare_delay(*, owner: bool) -> float:

@@ -145,6 +145,9 @@ class PluginHost:
     def call_state_changed(self, call: Call, previous: CallState | None) -> None:
         self._call("softphone_call_state_changed", call=call, previous=previous)
 
+    def call_waiting(self, call: Call, busy_with: Call, code: int) -> None:
+        self._call("softphone_call_waiting", call=call, busy_with=busy_with, code=code)
+
     def phone_state_changed(self, state: PhoneState, previous: PhoneState) -> None:
         self._call("softphone_phone_state_changed", state=state, previous=previous)
 

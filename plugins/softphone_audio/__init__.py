@@ -46,18 +46,15 @@ import asyncio
 import importlib.util
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 
-from firmware_app import alsa, hookimpl
+from firmware_app import Phone, alsa, hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import CommandError, ConfigError
 from firmware_app.hookspecs import RegisterAction
 from firmware_app.model import Call, CallState, PhoneState, TransferState, TransferStatus
-
-if TYPE_CHECKING:
-    from firmware_app.phone import Phone
 
 from .mixer import Mixer, default_state_file, load_state, save_state
 from .player import AlsaPlayer, Sound
@@ -108,7 +105,6 @@ class AudioPlugin:
         self._ring_call: int | None = None
         self._ringing = False
         self._cues: dict[asyncio.TimerHandle, int | None] = {}  # stop timer -> PJSUA2 sound handle
-        self._unsubscribe: Any = None
 
     # --- configuration and lifecycle --------------------------------------------------------------------
 
@@ -139,7 +135,6 @@ class AudioPlugin:
     @hookimpl
     def softphone_startup(self, phone: Phone) -> None:
         self.phone = phone
-        self._unsubscribe = phone.subscribe(self._on_event)
         _, playback = phone.sound_devices
         self._setup_mixer(playback)
         self._setup_ring_device(playback)
@@ -152,9 +147,6 @@ class AudioPlugin:
             timer.cancel()
             self._stop_headset_sound(handle)
         self._cues.clear()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
 
     def _setup_ring_device(self, playback: str | None) -> None:
         wanted = self.sound_settings.ring_device
@@ -275,7 +267,7 @@ class AudioPlugin:
             return
         if state is PhoneState.RINGING:
             # After the hooks: a plugin may answer or reject the call at once, and then it never rings.
-            self.phone.loop.call_soon(self._ring_if_ringing)
+            self.phone.call_soon(self._ring_if_ringing)
         elif previous is PhoneState.RINGING:
             self._stop_ring()
 
@@ -284,16 +276,17 @@ class AudioPlugin:
         if self.mic_muted and not call.mic_muted and call.state is CallState.ACTIVE and previous not in _LIVE:
             # A call that starts while the microphone is muted sends nothing either. Later, not inside
             # this hook: the phone reports this change before the one that triggered it otherwise.
-            self._need_phone().loop.call_soon(self._mute_new_call, call.id)
+            self._need_phone().call_soon(self._mute_new_call, call.id)
 
     @hookimpl
     def softphone_transfer_status(self, status: TransferStatus) -> None:
         if status.state is TransferState.FAILED:
             self._cue("transfer_failed", status.call_id)
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if event["event"] == "call_waiting" and self.phone is not None:
-            self.phone.loop.call_soon(self._cue, "call_waiting", event.get("call_id"))
+    @hookimpl
+    def softphone_call_waiting(self, call: Call, busy_with: Call, code: int) -> None:
+        if self.phone is not None:
+            self.phone.call_soon(self._cue, "call_waiting", call.id)
 
     def _mute_new_call(self, call_id: int) -> None:
         call = self._need_phone().get_call(call_id)
@@ -341,8 +334,8 @@ class AudioPlugin:
     def _player_failed(self, message: str) -> None:
         """From the player thread: back to the loop, then ring on the headset rather than not at all."""
         phone = self.phone
-        if phone is not None and phone.loop is not None and not phone.loop.is_closed():
-            phone.loop.call_soon_threadsafe(self._on_player_failed, message)
+        if phone is not None:
+            phone.call_soon_threadsafe(self._on_player_failed, message)
 
     def _on_player_failed(self, message: str) -> None:
         log.error("ring tone: %s; ringing on the headset instead", message)
@@ -355,7 +348,7 @@ class AudioPlugin:
         handle = self._play_headset(name, loop=False)
         device = HEADSET if handle is not None else "none"
         phone.emit("sound", sound=name, state="started", device=device, call_id=call_id)
-        timer = phone.loop.call_later(
+        timer = phone.call_later(
             self.sounds[name].duration + 0.1, lambda: self._cue_done(timer, name, call_id, device)
         )
         self._cues[timer] = handle

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from firmware_app import hookimpl
+from firmware_app import Phone, hookimpl
 from firmware_app.errors import CommandError
 from firmware_app.hookspecs import RegisterAction
 from firmware_app.model import CallState
-
-if TYPE_CHECKING:
-    from firmware_app.phone import Phone
 
 
 def answer(phone: Phone, argument: str | None) -> int:

@@ -28,18 +28,15 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-from firmware_app import hookimpl
+from firmware_app import Phone, hookimpl
 from firmware_app.config import Config, complete_uri
 from firmware_app.errors import CommandError, ConfigError
 from firmware_app.hookspecs import RegisterAction
 from firmware_app.model import Call, CallState, TransferState, TransferStatus
-
-if TYPE_CHECKING:
-    from firmware_app.phone import Phone
 
 CS = CallState
 
