@@ -26,6 +26,7 @@ from msgspec import Meta
 from firmware_app import hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import ConfigError
+from firmware_app.extras import import_extra
 from firmware_app.gestures import ControlKind, TimingConfig
 from firmware_app.inputs import Backoff, Control, DeviceStatus
 from firmware_app.model import Gesture
@@ -192,6 +193,7 @@ class BlePlugin:
         self.beacons: dict[str, _Beacon] = {}
         self.controls: dict[str, Control] = {}
         self.timings: dict[str, Any] = {}
+        self.enabled = False  # something is configured and bleak is installed
         self._scanner_task: asyncio.Task[None] | None = None
 
     # --- configuration ----------------------------------------------------------------------------------
@@ -229,17 +231,16 @@ class BlePlugin:
         for beacon in self.config.beacons.values():
             for control in beacon.buttons:
                 config.declare_control(SOURCE, control)
+        if self.config.devices or self.config.beacons:
+            # bleak-retry-connector (and with it dbus-fast) only for devices to connect to, not for beacons
+            libraries = ["bleak", "bleak_retry_connector"] if self.config.devices else ["bleak"]
+            self.enabled = import_extra(log, "softphone_ble", "ble", libraries, "the phone runs without its Bluetooth buttons")
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
     @hookimpl
     def softphone_startup(self, phone: Phone) -> None:
-        if not (self.config.devices or self.config.beacons):
-            return
-        try:
-            import bleak  # noqa: F401  (the [ble] extra)
-        except ImportError:
-            log.error("ble: bleak is not installed (pip install 'firmware-app[ble]'); no Bluetooth buttons")
+        if not self.enabled:
             return
         self.phone = phone
         for name, config in self.config.devices.items():
@@ -266,6 +267,8 @@ class BlePlugin:
 
     @hookimpl
     def softphone_shutdown(self, phone: Phone) -> None:
+        if self.phone is None:  # never started (nothing configured, or no bleak), or stopped already
+            return
         for device in self.devices.values():
             if device.task is not None:
                 device.task.cancel()  # its finally disconnects
@@ -273,6 +276,7 @@ class BlePlugin:
             self._scanner_task.cancel()
         for control in self.controls.values():
             control.close()
+        self.phone = None
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The plugin's running tasks (a test awaits them after shutdown to see the cleanup through)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -24,6 +24,7 @@ from msgspec import Meta
 from firmware_app import hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import ConfigError
+from firmware_app.extras import import_extra
 from firmware_app.gestures import ControlKind, TimingConfig
 from firmware_app.inputs import Backoff, Control, DeviceStatus
 from firmware_app.model import (
@@ -36,6 +37,8 @@ from firmware_app.model import (
 )
 
 if TYPE_CHECKING:
+    from gpiozero import LED, DigitalInputDevice
+
     from firmware_app.phone import Phone
 
 log = logging.getLogger("firmware_app.gpio")
@@ -125,7 +128,7 @@ def status_condition(
 class StatusLed:
     """One LED showing the phone's status; patterns run as a task on the phone's loop."""
 
-    def __init__(self, name: str, led: Any, config: LedConfig, phone: Phone) -> None:
+    def __init__(self, name: str, led: LED, config: LedConfig, phone: Phone) -> None:
         self.name, self.led, self.config, self.phone = name, led, config, phone
         self.condition: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -175,9 +178,11 @@ class GpioPlugin:
         self.config = GpioConfig()
         self.phone: Phone | None = None
         self.controls: dict[str, Control] = {}
-        self.devices: dict[str, Any] = {}  # gpiozero devices by "buttons.NAME"/"leds.NAME": keep them alive
+        # gpiozero devices by "buttons.NAME"/"leds.NAME": keep them alive (a collected one stops firing)
+        self.devices: dict[str, DigitalInputDevice | LED] = {}
         self.leds: dict[str, StatusLed] = {}
         self.status: dict[str, DeviceStatus] = {}
+        self.enabled = False  # something is configured and gpiozero is installed
         self._retry: asyncio.Task[None] | None = None
         self._registered = False
         self._waiting = False
@@ -199,23 +204,23 @@ class GpioPlugin:
                             str(config.path), f"{key}.active", 'is required with pull = "off" ("low" or "high")'
                         )
                     config.declare_control(SOURCE, name)
+        self.enabled = bool(self.config.buttons or self.config.leds) and import_extra(
+            log, "softphone_gpio", "gpio", ["gpiozero"], "the phone runs without its GPIO buttons and LEDs"
+        )
 
     @hookimpl
     def softphone_startup(self, phone: Phone) -> None:
-        if not (self.config.buttons or self.config.leds):
+        if not self.enabled:
             return
         self.phone = phone
         self._registered = phone.registration.state is RegistrationState.REGISTERED
-        try:
-            import gpiozero  # noqa: F401  (the [gpio] extra)
-        except ImportError:
-            log.error("gpio: gpiozero is not installed (pip install 'firmware-app[gpio]'); no GPIO buttons or LEDs")
-            return
         if not self._open_all():
             self._retry = phone.spawn(self._retry_missing())
 
     @hookimpl
     def softphone_shutdown(self, phone: Phone) -> None:
+        if self.phone is None:  # never started (nothing configured, or no gpiozero), or stopped already
+            return
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None

@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Annotated, Callable, Protocol
 
 import msgspec
 from msgspec import Meta
@@ -29,11 +29,14 @@ from msgspec import Meta
 from firmware_app import hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import ConfigError
+from firmware_app.extras import import_extra
 from firmware_app.gestures import ControlKind, TimingConfig
 from firmware_app.inputs import Backoff, Control, DeviceStatus
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from evdev import InputEvent
 
     from firmware_app.phone import Phone
 
@@ -90,7 +93,7 @@ class InputDeviceLike(Protocol):
 
     def grab(self) -> None: ...
     def close(self) -> None: ...
-    def async_read_loop(self) -> AsyncIterator[Any]: ...
+    def async_read_loop(self) -> AsyncIterator[InputEvent]: ...
 
 
 Opener = Callable[[DeviceConfig, set[int]], InputDeviceLike]
@@ -141,6 +144,7 @@ class HeadsetKeysPlugin:
         self.readers: dict[str, _Reader] = {}
         self.controls: dict[str, Control] = {}
         self.phone: Phone | None = None
+        self.enabled = False  # something is configured and python-evdev is installed
 
     @hookimpl
     def softphone_configure(self, config: Config) -> None:
@@ -148,18 +152,21 @@ class HeadsetKeysPlugin:
         self.config = config.convert(config.section("headset_keys"), HeadsetKeysConfig, "headset_keys")
         if not self.config.devices:
             return
-        try:
+        self.enabled = import_extra(
+            log, "softphone_headset_keys", "headset-keys", ["evdev"], "the phone runs without its headset keys"
+        )
+        known: set[str] | None = None  # the key names evdev knows; without evdev only their form is checked
+        if self.enabled:
             from evdev import ecodes
-        except ImportError:
-            raise ConfigError(file, "headset_keys", "needs python-evdev: pip install 'firmware-app[headset-keys]'") from None
+
+            known = {name for name, code in ecodes.ecodes.items() if isinstance(code, int)}
         names: set[str] = set()
         for device_name, device in self.config.devices.items():
             key = f"headset_keys.devices.{device_name}"
             if bool(device.name) == bool(device.path):
                 raise ConfigError(file, key, "give the device's name or its path (one of them)")
             for key_name, control in device.keymap().items():
-                code = ecodes.ecodes.get(key_name)
-                if not key_name.startswith(("KEY_", "BTN_")) or not isinstance(code, int):
+                if not key_name.startswith(("KEY_", "BTN_")) or (known is not None and key_name not in known):
                     raise ConfigError(file, f"{key}.keys.{key_name}", "unknown key (an evdev name like KEY_PLAYCD)")
                 if not control:
                     raise ConfigError(file, f"{key}.keys.{key_name}", "expected a control name")
@@ -172,7 +179,7 @@ class HeadsetKeysPlugin:
 
     @hookimpl
     def softphone_startup(self, phone: Phone) -> None:
-        if not self.config.devices:
+        if not self.enabled:
             return
         from evdev import ecodes
 
@@ -189,6 +196,8 @@ class HeadsetKeysPlugin:
 
     @hookimpl
     def softphone_shutdown(self, phone: Phone) -> None:
+        if self.phone is None:  # never started (nothing configured, or no evdev), or stopped already
+            return
         for reader in self.readers.values():
             if reader.task is not None:
                 reader.task.cancel()  # closing the device does not end evdev's read loop
@@ -197,6 +206,7 @@ class HeadsetKeysPlugin:
             control.close()
         self.readers.clear()
         self.controls.clear()
+        self.phone = None
 
     async def _read(self, reader: _Reader) -> None:
         backoff = Backoff(self.config.retry_first_s, max(self.config.retry_first_s, self.config.retry_max_s))
@@ -226,7 +236,7 @@ class HeadsetKeysPlugin:
             self._close(reader)
             await asyncio.sleep(backoff.next())
 
-    def _on_event(self, reader: _Reader, event: Any) -> None:
+    def _on_event(self, reader: _Reader, event: InputEvent) -> None:
         if event.type != EV_KEY or event.value == KEY_REPEAT:  # autorepeat is not a press
             return
         control = reader.codes.get(event.code)
