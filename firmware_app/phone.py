@@ -7,22 +7,23 @@ input plugins hand button events over with :meth:`Phone.input`, which is safe fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
-import inspect
-import ipaddress
 import logging
 import random
 import re
-import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from firmware_app import events as eng
+from firmware_app.actions import ActionRegistry
+from firmware_app.admission import Admission, resolve_trusted
+from firmware_app.calltable import CallRecord, phone_state
 from firmware_app.config import Config, complete_uri
 from firmware_app.errors import CommandError
-from firmware_app.hookspecs import ActionHandler
+from firmware_app.registration import RegistrationKeeper
 from firmware_app.model import (
     ButtonEvent,
     Call,
@@ -43,27 +44,6 @@ log = logging.getLogger("firmware_app.phone")
 EventListener = Callable[[dict[str, Any]], None]
 
 
-@dataclass
-class _CallRecord:
-    sip: Call  # the engine's latest view
-    held: bool = False
-    transferring: bool = False
-    muted: bool = False
-    media_active: bool = False
-    media_op: str = ""  # the last hold/resume asked for, retried after a 491 (RFC 3261 14.1)
-    media_retries: int = 0
-    hold_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
-    transfer_events: asyncio.Queue[eng.TransferEvent] | None = None
-
-    def view(self) -> Call:
-        state = self.sip.state
-        if state is CallState.ACTIVE and self.transferring:
-            state = CallState.TRANSFERRING
-        elif state is CallState.ACTIVE and self.held:
-            state = CallState.HELD
-        return dataclasses.replace(self.sip, state=state, mic_muted=self.muted)
-
-
 class Phone:
     """What plugins and the control socket hold: the phone's calls, actions and event stream."""
 
@@ -73,18 +53,19 @@ class Phone:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.engine: eng.Engine | None = None
         self._engine_factory = engine_factory or _sip_engine
-        self.registration = Registration(RegistrationState.UNREGISTERED)
         self.state = PhoneState.IDLE
-        self._calls: dict[int, _CallRecord] = {}
-        self._actions: dict[str, tuple[str, ActionHandler]] = {}
+        self._registration = RegistrationKeeper(config.account, self._engine, self._loop, self._registration_changed)
+        self._admission = Admission(config, [])
+        self._actions = ActionRegistry()
+        self._calls: dict[int, CallRecord] = {}
         self._listeners: list[EventListener] = []
-        self._reg_failures = 0
-        self._reg_retry: asyncio.TimerHandle | None = None
-        self._reg_waiters: list[asyncio.Future[Registration]] = []
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._published: dict[str, Any] = {}  # plugins' own parts of status() (publish_status)
-        self._trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        # Hooks (and events) of a change wait until the change is complete: see _changing.
+        self._depth = 0
+        self._draining = False
+        self._pending: list[Callable[[], None]] = []
         self._screened: set[int] = set()  # refused calls (untrusted, other user, busy): never shown to plugins
         self._early: list[eng.EngineEvent] | None = []  # engine events before this thread was attached
         self._reconciler: asyncio.TimerHandle | None = None
@@ -94,10 +75,11 @@ class Phone:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.plugins.register_actions(self._register_action)
-        self._trusted = await self.loop.run_in_executor(None, self._resolve_trusted)
-        self.engine = self._engine_factory(self.config, self._post_from_engine, trusted=self._trusted)
-        self._set_registration(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
+        self.plugins.register_actions(self._actions.register)
+        trusted = await self.loop.run_in_executor(None, resolve_trusted, self.config)
+        self._admission = Admission(self.config, trusted)
+        self.engine = self._engine_factory(self.config, self._post_from_engine, trusted=trusted)
+        self._registration.set(Registration(RegistrationState.REGISTERING, uri=self.account_uri))
         await self.loop.run_in_executor(None, self.engine.start)
         # Only now may this thread call PJSUA2: events the engine posted meanwhile waited in _early.
         self.engine.attach_thread()
@@ -117,8 +99,7 @@ class Phone:
         if self._stopping or self.engine is None:
             return
         self._stopping = True
-        if self._reg_retry:
-            self._reg_retry.cancel()
+        self._registration.stop()
         if self._reconciler:
             self._reconciler.cancel()
         live = [r for r in self._calls.values() if r.sip.state is not CallState.ENDED]
@@ -130,13 +111,7 @@ class Phone:
                     log.warning("calls did not end within 3 s of hanging up")
                     break
                 await asyncio.sleep(0.02)
-        waiter = self.loop.create_future()
-        self._reg_waiters.append(waiter)
-        try:
-            if self.engine.unregister():
-                await asyncio.wait_for(waiter, 3.0)
-        except (asyncio.TimeoutError, CommandError) as e:
-            log.warning("un-REGISTER was not confirmed: %s", e or "no answer within 3 s")
+        await self._registration.unregister(timeout=3.0)
         self.plugins.shutdown(self)
         for task in list(self._tasks):
             task.cancel()
@@ -144,6 +119,10 @@ class Phone:
         self._emit("stopped")
 
     # --- what plugins and the control socket use --------------------------------------------------------
+
+    @property
+    def registration(self) -> Registration:
+        return self._registration.registration
 
     @property
     def account_uri(self) -> str:
@@ -220,18 +199,20 @@ class Phone:
     def resume(self, call_id: int | None = None) -> Call:
         call = self._pick(call_id, CallState.HELD, CallState.TRANSFERRING, CallState.ACTIVE)
         record = self._calls[call.id]
-        record.held = False
-        record.media_op, record.media_retries = "resume", 0
-        self._engine().unhold(call.id)
-        self._changed(record)
+        with self._changing():
+            record.held = False
+            record.media_op, record.media_retries = "resume", 0
+            self._engine().unhold(call.id)
+            self._changed(record)
         return call
 
     def set_mic_muted(self, muted: bool, call_id: int | None = None) -> Call:
         call = self._pick(call_id, CallState.ACTIVE, CallState.HELD, CallState.TRANSFERRING)
         record = self._calls[call.id]
-        self._engine().set_mic_muted(call.id, muted)
-        record.muted = muted
-        self._changed(record)
+        with self._changing():
+            self._engine().set_mic_muted(call.id, muted)
+            record.muted = muted
+            self._changed(record)
         return record.view()
 
     @property
@@ -255,8 +236,9 @@ class Phone:
         record = self._calls.get(call_id)
         if record is None or record.transferring == transferring:
             return
-        record.transferring = transferring
-        self._changed(record)
+        with self._changing():
+            record.transferring = transferring
+            self._changed(record)
 
     async def refer(
         self, call_id: int, uri: str, on_progress: Callable[[int, str], None] | None = None
@@ -321,7 +303,7 @@ class Phone:
             status.state,
             f" ({status.code} {status.reason})" if status.code else "",
         )
-        self.plugins.transfer_status(status)
+        self._notify(lambda: self.plugins.transfer_status(status))
         self._emit("transfer", **to_json(status))
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> asyncio.Handle:
@@ -352,28 +334,12 @@ class Phone:
 
     # --- actions and input ------------------------------------------------------------------------------
 
-    def _register_action(self, name: str, handler: ActionHandler) -> None:
-        if ":" in name or not name:
-            raise ValueError(f"action names are plain words, not {name!r}")
-        owner = _owner(handler)
-        if name in self._actions:
-            log.warning("action %s of %s replaces the one of %s", name, owner, self._actions[name][0])
-        self._actions[name] = (owner, handler)
-
     def actions(self) -> list[str]:
-        return sorted(self._actions)
+        return self._actions.names()
 
     async def run_action(self, action: str) -> Any:
         """Run ``name`` or ``name:argument``; raises CommandError when it cannot be done now."""
-        name, _, argument = action.partition(":")
-        if name not in self._actions:
-            raise CommandError(f"unknown action {name!r} (known: {', '.join(self.actions())})")
-        owner, handler = self._actions[name]
-        log.info("action %s", action)
-        result = handler(self, argument or None)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await self._actions.run(self, action)
 
     def input(self, event: ButtonEvent) -> None:
         """Hand over a button event from any thread (gpiozero, bleak, evdev...)."""
@@ -417,11 +383,47 @@ class Phone:
 
     def _emit(self, event: str, **fields: Any) -> None:
         message = {"event": event, "time": round(time.time(), 6), **fields}
+        self._notify(lambda: self._deliver(message))
+
+    def _deliver(self, message: dict[str, Any]) -> None:
         for listener in list(self._listeners):
             try:
                 listener(message)
             except Exception:
                 log.exception("event listener failed")
+
+    # --- changes and their notifications ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """A change of the phone's calls or registration: plugins and listeners hear of it once it is complete.
+
+        So a plugin that answers a call from inside ``softphone_call_state_changed`` acts on a phone that
+        has finished ringing it, and what the plugins are told comes in the order it happened.
+        """
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._drain()
+
+    def _notify(self, deliver: Callable[[], None]) -> None:
+        if self._depth or self._draining:
+            self._pending.append(deliver)
+        else:
+            deliver()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return  # a hook changed the phone: its news waits for the hook that is running to return
+        self._draining = True
+        try:
+            while self._pending:
+                self._pending.pop(0)()
+        finally:
+            self._draining = False
 
     def status(self) -> dict[str, Any]:
         return {
@@ -470,10 +472,14 @@ class Phone:
         if self._early is not None:
             self._early.append(event)
             return
+        with self._changing():
+            self._on_engine_event_now(event)
+
+    def _on_engine_event_now(self, event: eng.EngineEvent) -> None:
         try:
             match event:
                 case eng.RegEvent(registration=reg):
-                    self._on_registration(reg)
+                    self._registration.report(reg)
                 case eng.IncomingEvent():
                     self._on_incoming(event)
                 case eng.CallEvent(call=call):
@@ -501,113 +507,21 @@ class Phone:
             log.exception("handling %s failed", type(event).__name__)
 
     def _on_mwi(self, event: eng.MwiEvent) -> None:
-        if not self._trusted_source(event.source):
+        if not self._admission.trusted_source(event.source):
             log.warning("ignored a message-waiting NOTIFY from untrusted %s", event.source)
             return
         status = parse_message_summary(event.body)
         log.info("voicemail: %s", f"{status.new} new, {status.old} old" if status.waiting else "none waiting")
-        self.plugins.message_waiting(status)
+        self._notify(lambda: self.plugins.message_waiting(status))
         self._emit("message_waiting", **to_json(status))
 
-    def _on_registration(self, reg: Registration) -> None:
-        if reg.state is RegistrationState.REGISTERED:
-            self._reg_failures = 0
-            if self.registration.state is not RegistrationState.REGISTERED:
-                log.info("registered as %s (expires %s s)", reg.uri, reg.expires)
-        elif reg.state is RegistrationState.FAILED:
-            self._reg_failures += 1
-            account = self.config.account
-            if reg.code in (401, 403, 407):
-                # Wrong credentials do not fix themselves: back off so the PBX does not see a storm.
-                delay = min(account.retry_interval * 2 ** (self._reg_failures - 1), account.retry_max)
-                hint = " (check the account's user and password)"
-            else:
-                # The registrar is down or unreachable: try again every interval, so the phone is back
-                # within one interval of the registrar, alternating with the secondary when there is one.
-                delay, hint = account.retry_interval, ""
-                if account.secondary_registrar and self.engine is not None:
-                    registrar = self.engine.switch_registrar()
-                    hint = f" (next attempt through {registrar})"
-            log.error("registration failed: %s %s%s; retrying in %s s", reg.code, reg.reason, hint, delay)
-            if not self._stopping:
-                if self._reg_retry:
-                    self._reg_retry.cancel()
-                self._reg_retry = self._loop().call_later(delay, self._retry_registration)
-        elif reg.state is RegistrationState.UNREGISTERED:
-            log.info("unregistered")
-        self._set_registration(reg)
-        for waiter in self._reg_waiters:
-            if not waiter.done() and reg.state is not RegistrationState.REGISTERED:
-                waiter.set_result(reg)
-        self._reg_waiters = [w for w in self._reg_waiters if not w.done()]
-
-    def _retry_registration(self) -> None:
-        self._reg_retry = None
-        if self._stopping:
-            return
-        try:
-            self._set_registration(dataclasses.replace(self.registration, state=RegistrationState.REGISTERING))
-            self._engine().register()
-        except CommandError as e:
-            # e.g. the previous REGISTER is still waiting for its timeout (32 s over UDP): try again later
-            log.warning("registration retry not sent: %s; trying again in %s s", e, self.config.account.retry_interval)
-            self._reg_retry = self._loop().call_later(self.config.account.retry_interval, self._retry_registration)
-
-    def _set_registration(self, reg: Registration) -> None:
-        previous = self.registration
-        self.registration = reg
-        if reg != previous:
-            self.plugins.registration_changed(reg)
-            self._emit("registration", **to_json(reg))
-
-    def _resolve_trusted(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """The networks INVITEs may come from: configured, or the registrar's addresses (blocking DNS)."""
-        from firmware_app.config import registrar_hostport
-
-        account = self.config.account
-        entries = self.config.security.trusted_sources or [
-            registrar_hostport(r) for r in (account.registrar, account.secondary_registrar) if r
-        ]
-        networks = []
-        for entry in entries:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-                continue
-            except ValueError:
-                pass
-            host = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
-            try:
-                infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_UDP)
-            except OSError as e:
-                log.warning("trusted source %s does not resolve (%s): no calls from it for now", entry, e)
-                continue
-            networks.extend(ipaddress.ip_network(info[4][0]) for info in infos)
-        return networks
-
-    def _trusted_source(self, source: str) -> bool:
-        try:
-            address = ipaddress.ip_address(source.rsplit(":", 1)[0].strip("[]"))
-        except ValueError:
-            return False
-        return any(address in net for net in self._trusted)
-
-    def _screen(self, event: eng.IncomingEvent) -> tuple[int, str] | None:
-        """Why an INVITE must not ring this phone, as ``(status, reason)``, or None when it may.
-
-        The engine's INVITE screen already answers these before PJSUA spends anything on them; this is
-        the same rule for builds without it.
-        """
-        if not self._trusted_source(event.source):
-            return 403, f"{event.source.rsplit(':', 1)[0]} is not a trusted source (security.trusted_sources)"
-        account = self.config.account
-        if event.to_user not in (account.user, *account.aliases):
-            named = f"user {event.to_user!r}" if event.to_user else "no user"
-            return 404, f"its request URI names {named}, not this phone's {account.user!r} (account.aliases)"
-        return None
+    def _registration_changed(self, registration: Registration) -> None:
+        self._notify(lambda: self.plugins.registration_changed(registration))
+        self._emit("registration", **to_json(registration))
 
     def _on_incoming(self, event: eng.IncomingEvent) -> None:
         call = event.call
-        if (refusal := self._screen(event)) is not None:
+        if (refusal := self._admission.screen(event.source, event.to_user)) is not None:
             code, why = refusal
             log.warning("refused an INVITE from %s (%s) with %s: %s", event.source, call.remote_uri, code, why)
             self._refuse(call.id, code)
@@ -619,10 +533,11 @@ class Phone:
         if busy:
             log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
             self._refuse(call.id, 486)
-            self.plugins.call_waiting(call, busy[0].view(), 486)
+            busy_with = busy[0].view()
+            self._notify(lambda: self.plugins.call_waiting(call, busy_with, 486))
             self._emit("call_waiting", call_id=call.id, remote_uri=call.remote_uri, busy_with=busy[0].sip.id, code=486)
             return
-        record = _CallRecord(call)
+        record = CallRecord(call)
         self._calls[call.id] = record
         self._watch_calls()
         self._changed(record, previous=None)
@@ -683,6 +598,10 @@ class Phone:
             self._reconciler = self._loop().call_later(RECONCILE_S, self._reconcile)
 
     def _reconcile(self) -> None:
+        with self._changing():
+            self._reconcile_now()
+
+    def _reconcile_now(self) -> None:
         self._reconciler = None
         engine = self.engine
         if engine is None or self._stopping:
@@ -711,7 +630,7 @@ class Phone:
         if record is None:  # an outgoing call (or one a REFER made): first news of it
             if call.state is CallState.ENDED:
                 return  # ended before the phone heard of it (or already reconciled): nothing to tell
-            record = self._calls[call.id] = _CallRecord(call)
+            record = self._calls[call.id] = CallRecord(call)
             self._watch_calls()
             self._changed(record, previous=None)
             return
@@ -745,31 +664,20 @@ class Phone:
             record.held = False
         self._changed(record)
 
-    def _changed(self, record: _CallRecord, previous: CallState | None | type[...] = ...) -> None:
+    def _changed(self, record: CallRecord, previous: CallState | None | type[...] = ...) -> None:
         call = record.view()
         if previous is ...:
             previous = call.state  # a flag changed (held, muted): report it anyway
-        self.plugins.call_state_changed(call, previous)  # type: ignore[arg-type]
+        self._notify(lambda: self.plugins.call_state_changed(call, previous))  # type: ignore[arg-type]
         self._emit("call", **to_json(call))
         self._update_state()
 
     def _update_state(self) -> None:
-        views = [r.view() for r in self._calls.values() if r.sip.state is not CallState.ENDED]
-        states = {c.state for c in views}
-        if CallState.TRANSFERRING in states:
-            state = PhoneState.TRANSFERRING
-        elif states & {CallState.ACTIVE, CallState.CONNECTING, CallState.DIALING}:
-            state = PhoneState.IN_CALL
-        elif CallState.HELD in states:
-            state = PhoneState.ON_HOLD
-        elif CallState.RINGING in states:
-            state = PhoneState.RINGING
-        else:
-            state = PhoneState.IDLE
+        state = phone_state(r.view() for r in self._calls.values())
         if state is not self.state:
             previous, self.state = self.state, state
             log.info("phone %s", state)
-            self.plugins.phone_state_changed(state, previous)
+            self._notify(lambda: self.plugins.phone_state_changed(state, previous))
             self._emit("state", state=state.value, previous=previous.value)
 
     # --- helpers ----------------------------------------------------------------------------------------
@@ -869,8 +777,3 @@ def parse_message_summary(body: str) -> MessageWaiting:
         old=old,
         account=fields.get("message-account", ""),
     )
-
-
-def _owner(handler: Any) -> str:
-    module = getattr(handler, "__module__", None) or type(handler).__module__
-    return module.split(".")[0]
