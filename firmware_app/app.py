@@ -26,9 +26,7 @@ def prepare(config_path: str, *, secrets: bool = True, strict: bool = False) -> 
     host = PluginHost(strict=strict)
     host.load_entry_points(config.plugins.disable, config.plugins.only)
     host.load_modules(config.plugins.modules)
-    actions: set[str] = set()
-    host.register_actions(lambda name, handler: actions.add(name))
-    config.known_actions = actions  # lets plugins check the action names a mapping uses
+    config.known_actions = {name for name, _ in host.actions()}  # lets plugins check a mapping's action names
     host.configure(config)
     config.check_unclaimed()
     return config, host

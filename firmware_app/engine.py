@@ -73,19 +73,6 @@ SCREEN_REPORT_S = 60.0
 
 
 
-def find_device(
-    devices: list[tuple[str, int, int]],
-    wanted: str,
-    *,
-    capture: bool,
-    pcms: list[alsa.Pcm] | None = None,
-    cards: list[alsa.Card] | None = None,
-) -> int | None:
-    """Index of the device ``wanted`` means: its ALSA name, else a case-insensitive part of its name, its
-    description or its card's name (``pcms``/``cards`` from alsa-lib); see :func:`firmware_app.alsa.choose`."""
-    return alsa.choose(devices, wanted, capture=capture, pcms=pcms or (), cards=cards or ())
-
-
 @dataclass(frozen=True, slots=True)
 class SoundProbe:
     """What the loaded PJSUA2 build offers for sound (``firmware-app doctor``)."""
@@ -608,7 +595,7 @@ class SipEngine:
             ("capture_device", audio.capture_device, True),
             ("playback_device", audio.playback_device, False),
         ):
-            index = find_device(self.sound_devices, name, capture=capture, pcms=pcms, cards=cards)
+            index = alsa.choose(self.sound_devices, name, capture=capture, pcms=pcms, cards=cards)
             if index is None and name != "default":
                 what = "capture" if capture else "playback"
                 listing = ", ".join(n for n, ins, outs in self.sound_devices if (ins if capture else outs)) or "none"

@@ -102,10 +102,6 @@ class ButtonRecognizer:
         self._double_deadline = 0.0
         self._timer: Cancellable | None = None
 
-    @property
-    def pressed(self) -> bool:
-        return self._state in (_B.PRESSED, _B.HELD, _B.PRESSED_SECOND)
-
     def edge(self, pressed: bool, at: float | None = None) -> None:
         (self.press if pressed else self.release)(at)
 

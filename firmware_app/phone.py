@@ -75,7 +75,8 @@ class Phone:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.plugins.register_actions(self._actions.register)
+        for name, handler in self.plugins.actions():
+            self._actions.register(name, handler)
         trusted = await self.loop.run_in_executor(None, resolve_trusted, self.config)
         self._admission = Admission(self.config, trusted)
         self.engine = self._engine_factory(self.config, self._post_from_engine, trusted=trusted)

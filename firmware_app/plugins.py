@@ -47,6 +47,7 @@ class PluginHost:
         self.strict = strict
         self.trace = os.environ.get("FIRMWARE_APP_TRACE_HOOKS") == "1"
         self.order: list[str] = []
+        self._actions: list[tuple[str, Any]] | None = None
 
     # --- loading ----------------------------------------------------------------------------------------
 
@@ -93,8 +94,9 @@ class PluginHost:
 
     # --- isolation --------------------------------------------------------------------------------------
 
-    def _call(self, hook_name: str, *, firstresult: bool = False, reverse: bool = False, **kwargs: Any) -> Any:
+    def _call(self, hook_name: str, *, reverse: bool = False, **kwargs: Any) -> Any:
         hook = getattr(self.pm.hook, hook_name)
+        firstresult = bool(hook.spec and hook.spec.opts.get("firstresult"))  # as hookspecs.py declares it
         impls = hook.get_hookimpls()
         # pluggy calls the last registered implementation first; so do we (and the reverse on shutdown).
         ordered = impls if reverse else list(reversed(impls))
@@ -133,7 +135,7 @@ class PluginHost:
         self._call("softphone_registration_changed", registration=registration)
 
     def incoming_call(self, call: Call) -> IncomingAction | None:
-        result = self._call("softphone_incoming_call", firstresult=True, call=call)
+        result = self._call("softphone_incoming_call", call=call)
         if result is None:
             return None
         try:
@@ -158,10 +160,18 @@ class PluginHost:
         self._call("softphone_transfer_status", status=status)
 
     def map_input(self, event: ButtonEvent, state: PhoneState) -> str | None:
-        return self._call("softphone_map_input", firstresult=True, event=event, state=state)
+        return self._call("softphone_map_input", event=event, state=state)
 
     def wants_double(self, source: str, button: str, state: PhoneState) -> bool:
         return any(self._call("softphone_wants_double", source=source, button=button, state=state))
 
     def register_actions(self, register: Callable[[str, Any], None]) -> None:
         self._call("softphone_register_actions", register=register)
+
+    def actions(self) -> list[tuple[str, Any]]:
+        """Every ``(name, handler)`` the plugins contribute, asked for once (check-config and the phone share it)."""
+        if self._actions is None:
+            contributed: list[tuple[str, Any]] = []
+            self.register_actions(lambda name, handler: contributed.append((name, handler)))
+            self._actions = contributed
+        return list(self._actions)

@@ -19,10 +19,6 @@ class Notifier:
         if address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
     def watchdog_interval(self) -> float | None:
         """Seconds between WATCHDOG=1 pings (half of WatchdogSec), or None when no watchdog is set."""
         usec = os.environ.get("WATCHDOG_USEC")
