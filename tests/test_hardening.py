@@ -277,6 +277,60 @@ def test_refer_to_a_forbidden_target_is_refused(phone_factory, baresip_factory, 
                 and m.source == phone.source]  # and it never ended the call itself
 
 
+@pytest.mark.parametrize("trusted", [SCANNER, "127.0.0.2/31"])
+def test_trusted_sources_replace_the_registrars_address(phone_factory, scanner, baresip_factory, kamailio, trusted):
+    # security.trusted_sources is the whole list of who may ring the phone: the registrar is no longer implied
+    phone = phone_factory(extra=f'[security]\ntrusted_sources = ["{trusted}"]\n').start()
+    caller = baresip_factory("1001")
+    caller.dial(kamailio.uri("1000"))
+    kamailio.wait_for(lambda m: m.source == phone.source and m.method == "INVITE" and m.status == 403)
+    caller.wait_event("CALL_CLOSED")
+    port = phone_port(phone)
+    assert "SIP/2.0 180 Ringing" in scanner.send(sip_request("INVITE", port, body=SDP), port)
+    phone.wait_state("ringing")
+    [call] = phone.status()["calls"]
+    assert call["remote_uri"] == f"sip:100@{SCANNER}"
+    # that call came after the refused one: had the refused one reached the plugins, its event would be in
+    phone.wait_event(lambda e: e["event"] == "call" and e["id"] == call["id"])
+    assert {e["remote_uri"] for e in phone.events if e["event"] == "call"} == {f"sip:100@{SCANNER}"}
+    phone.cli("reject")
+    phone.wait_state("idle")
+
+
+@pytest.mark.parametrize("where", ["the listed server", "the account's own domain"])
+def test_transfer_domains_decide_where_a_refer_may_send_the_phone(phone_factory, baresip_factory,
+                                                                   sipp_target_factory, kamailio, where):
+    target = sipp_target_factory("1003", "answer")
+    # another server on the PBX's host: the account's domain (127.0.0.1 with Kamailio's port) does not cover it
+    phone = phone_factory(extra=f'[security]\ntransfer_domains = ["{target.source}"]\n').start()
+    allowed = where == "the listed server"
+    uri = f"sip:1003@{target.source}" if allowed else kamailio.uri("1003")  # the list replaces the domain
+    caller = baresip_factory("1001")
+    caller.dial(kamailio.uri("1000"))
+    phone.wait_state("ringing")
+    phone.cli("answer")
+    caller.wait_event("CALL_ESTABLISHED")
+    call_id = phone.status()["calls"][0]["sip_call_id"]
+    caller.transfer(uri)
+    event = phone.wait_event(lambda e: e["event"] == "transfer_request")
+    assert (event["uri"], event["accepted"]) == (uri, allowed)
+    p = phone.source
+    if allowed:
+        kamailio.wait_for(lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 202 and m.source == p)
+        invite = kamailio.wait_for(lambda m: m.is_request and m.method == "INVITE" and m.source == p)
+        assert (invite.ruri or "").startswith(uri), invite.ruri
+        kamailio.wait_for(lambda m: m.call_id == invite.call_id and m.method == "INVITE" and m.status == 200
+                          and m.source == target.source)
+        assert target.calls_received == 1
+    else:
+        kamailio.wait_for(lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 403 and m.source == p)
+        # baresip ends its call when its REFER is refused: the phone's 200 to that BYE shows it has dealt
+        # with the REFER (one SIP thread); a call it made for it would be on the ladder by then
+        kamailio.wait_for(lambda m: m.call_id == call_id and m.method == "BYE" and m.status == 200 and m.source == p)
+        assert not [m for m in kamailio.ladder() if m.is_request and m.method == "INVITE" and m.source == p]
+        assert target.calls_received == 0
+
+
 def test_secrets_readable_by_others_refuse_to_start(phone_factory):
     phone = phone_factory()
     (phone.workdir / "secrets.toml").chmod(0o644)
