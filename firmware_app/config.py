@@ -186,15 +186,7 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
     """Load and check the configuration file (and, with ``secrets``, the password)."""
     path = Path(path)
     file = str(path)
-    try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(file, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(file, "", "cannot be read (permission denied)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(file, "", f"not valid TOML: {e}") from None
+    raw = _read_toml(path)
     core_raw = {k: v for k, v in raw.items() if k in _CORE_SECTIONS}
     if "account" not in core_raw:
         raise ConfigError(file, "account", "required table is missing ([account] with registrar and user)")
@@ -202,6 +194,19 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
     _check_security(file, core.security)
     password = load_password(path, core.account) if secrets else ""
     return Config(path, raw, core, password)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file at ``path``, or a ConfigError naming it that says why it cannot be had."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except PermissionError:
+        raise ConfigError(str(path), "", "cannot be read (permission denied)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), "", f"not valid TOML: {e}") from None
 
 
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
@@ -241,13 +246,7 @@ def load_password(config_path: Path, account: Account) -> str:
                 str(secrets_path), "", f"readable by others (mode {stat.S_IMODE(mode):04o}); chmod 0640 or 0600 it"
             )
     file = str(secrets_path)
-    try:
-        with secrets_path.open("rb") as f:
-            data = tomllib.load(f)
-    except PermissionError:
-        raise ConfigError(file, "", "cannot be read (permission denied)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(file, "", f"not valid TOML: {e}") from None
+    data = _read_toml(secrets_path)
     password = data.get("password")
     if not isinstance(password, str) or not password:
         raise ConfigError(file, "password", "expected a non-empty string")

@@ -84,6 +84,14 @@ def test_secrets_readable_by_others_is_refused(tmp_path):
     assert "secrets.toml: readable by others (mode 0644)" in error_of(tmp_path, GOOD, mode=0o644)
 
 
+def test_secrets_that_are_not_toml_are_explained_like_the_configuration(tmp_path):
+    path = write(tmp_path, GOOD)
+    (tmp_path / "secrets.toml").write_text('password = "unterminated\n')
+    with pytest.raises(ConfigError) as e:
+        cfg.load(path)
+    assert str(e.value).startswith(f"{tmp_path / 'secrets.toml'}: not valid TOML: "), str(e.value)
+
+
 def test_empty_password(tmp_path):
     assert "secrets.toml: password: expected a non-empty string" in error_of(tmp_path, GOOD, password="")
 
