@@ -1,6 +1,6 @@
 """What the input plugins share: a control wired to the phone, a backoff, and device states logged once.
 
-A :class:`Control` takes a control's edges from any thread (gpiozero's, bleak's, the loop's own), runs
+An :class:`InputControl` takes a control's edges from any thread (gpiozero's, bleak's, the loop's own), runs
 its recognizer from :mod:`firmware_app.gestures` on the phone's loop and hands the gestures to the phone.
 Devices come and go (a BLE button sleeps, a headset walks away): a plugin retries them with a
 :class:`Backoff` and reports them through a :class:`DeviceStatus`, which logs each change once, never once
@@ -17,10 +17,10 @@ from firmware_app.gestures import ButtonRecognizer, Clock, ControlKind, LevelRec
 from firmware_app.model import ButtonEvent, Gesture
 
 if TYPE_CHECKING:
-    from firmware_app.phone import Phone
+    from firmware_app.hookspecs import Phone
 
 
-class Control:
+class InputControl:
     """One named control of one input source, feeding the phone.
 
     ``edge_threadsafe`` may be called from any thread; ``edge`` and ``gesture`` on the loop thread only.
@@ -38,11 +38,7 @@ class Control:
         initial: bool = False,
         clock: Clock = time.monotonic,
     ) -> None:
-        loop = phone.loop
-        if loop is None:
-            raise RuntimeError("controls are made once the phone runs (in softphone_startup)")
         self.phone, self.source, self.name, self.kind = phone, source, name, kind
-        self._loop = loop
         self._clock = clock
         self.recognizer: ButtonRecognizer | LevelRecognizer
         if kind is ControlKind.BUTTON:
@@ -50,19 +46,19 @@ class Control:
                 self.gesture,
                 wants_double=lambda: phone.wants_double(source, name),
                 clock=clock,
-                schedule=loop.call_later,
+                schedule=phone.call_later,
                 timing=timing,
             )
         else:
             self.recognizer = LevelRecognizer(
-                self.gesture, clock=clock, schedule=loop.call_later, settle=timing.min_press, initial=initial
+                self.gesture, clock=clock, schedule=phone.call_later, settle=timing.min_press, initial=initial
             )
 
     def edge_threadsafe(self, active: bool) -> None:
         """An edge seen on any thread: stamped now, recognised on the loop."""
         at = self._clock()
         try:
-            self._loop.call_soon_threadsafe(self.recognizer.edge, active, at)
+            self.phone.call_soon_threadsafe(self.recognizer.edge, active, at)
         except RuntimeError:  # the loop closed under a late edge during shutdown
             pass
 
@@ -78,6 +74,9 @@ class Control:
 
     def close(self) -> None:
         self.recognizer.close()
+
+
+Control = InputControl  # its old name, until the input plugins (plugins/) say InputControl
 
 
 class Backoff:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+from pathlib import Path
 
 import pluggy
 import pytest
@@ -119,3 +120,15 @@ def test_a_plugin_answering_nonsense_does_not_decide(caplog):
     host.register(Nonsense(), "nonsense")
     assert host.incoming_call(CALL) is None
     assert "ringing instead" in caplog.text
+
+
+def test_plugins_hold_the_phone_through_the_contract_only():
+    """No plugin imports the phone's or the engine's own modules: the contract is hookspecs.py and Phone."""
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        f"{p.relative_to(root)}:{n}"
+        for p in sorted((root / "plugins").rglob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\bfirmware_app(\.| import .*\b)(phone|engine)\b", line)
+    ]
+    assert offenders == []

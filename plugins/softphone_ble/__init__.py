@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from firmware_app import hookimpl
+from firmware_app import Phone, hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import ConfigError
 from firmware_app.extras import import_extra
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from bleak.backends.device import BLEDevice
     from bleak.backends.scanner import AdvertisementData
 
-    from firmware_app.phone import Phone
 
 log = logging.getLogger("firmware_app.ble")
 

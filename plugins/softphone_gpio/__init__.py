@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from firmware_app import hookimpl
+from firmware_app import Phone, hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import ConfigError
 from firmware_app.extras import import_extra
@@ -38,8 +38,6 @@ from firmware_app.model import (
 
 if TYPE_CHECKING:
     from gpiozero import LED, DigitalInputDevice
-
-    from firmware_app.phone import Phone
 
 log = logging.getLogger("firmware_app.gpio")
 
@@ -259,11 +257,11 @@ class GpioPlugin:
 
     @hookimpl
     def softphone_transfer_status(self, status: TransferStatus) -> None:
-        if status.state is TransferState.FAILED and self.phone is not None and self.phone.loop is not None:
+        if status.state is TransferState.FAILED and self.phone is not None:
             if self._transfer_failed is not None:
                 self._transfer_failed.cancel()
             seconds = max((led.config.transfer_failed_ms for led in self.leds.values()), default=3000) / 1000
-            self._transfer_failed = self.phone.loop.call_later(seconds, self._end_transfer_failed)
+            self._transfer_failed = self.phone.call_later(seconds, self._end_transfer_failed)
             self._refresh()
 
     def _end_transfer_failed(self) -> None:

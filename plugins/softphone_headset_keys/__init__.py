@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Protocol
 import msgspec
 from msgspec import Meta
 
-from firmware_app import hookimpl
+from firmware_app import Phone, hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import ConfigError
 from firmware_app.extras import import_extra
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     from evdev import InputEvent
 
-    from firmware_app.phone import Phone
 
 log = logging.getLogger("firmware_app.headset_keys")
 

@@ -1,5 +1,6 @@
-"""A phone without its SIP engine, for the input plugins: the real configuration loading, plugin host and
-:class:`Phone` (its loop, ``input`` and event stream), with the engine's reports played by the test."""
+"""A phone on the fake engine, for the input plugins: the real configuration loading, plugin host and
+:class:`Phone`, with the far end and the registrar played by :class:`firmware_app.testing.FakeEngine`. The
+phone's states come from real calls on that engine, so the plugins hear of them in the phone's own order."""
 
 from __future__ import annotations
 
@@ -14,18 +15,18 @@ from typing import Any
 import pytest
 
 from firmware_app import app
-from firmware_app.model import PhoneState, Registration, RegistrationState
+from firmware_app.model import CallState, PhoneState
 from firmware_app.phone import Phone
 from firmware_app.plugins import PluginHost
+from firmware_app.testing import FakeEngine, settle
 
 
 class Rig:
-    """A started phone (minus the engine) and every event it put on its stream."""
+    """A started phone on the fake engine, and every event it put on its stream."""
 
-    def __init__(self, phone: Phone, host: PluginHost) -> None:
-        self.phone, self.host = phone, host
-        self.events: list[dict[str, Any]] = []
-        phone.subscribe(self.events.append)
+    def __init__(self, phone: Phone, host: PluginHost, engine: FakeEngine, events: list[dict[str, Any]]) -> None:
+        self.phone, self.host, self.engine = phone, host, engine
+        self.events = events  # the phone's event stream since before it started
 
     def inputs(self) -> list[tuple[str, str, str]]:
         return [(e["source"], e["button"], e["gesture"]) for e in self.events if e["event"] == "input"]
@@ -45,15 +46,41 @@ class Rig:
         await self.wait(lambda: len(self.inputs()) >= count, timeout, f"{count} input events")
         return self.inputs()
 
-    def set_state(self, state: PhoneState) -> None:
-        """What the phone does when its calls change: new state, then the hook."""
-        previous, self.phone.state = self.phone.state, state
-        self.host.phone_state_changed(state, previous)
+    async def set_state(self, target: PhoneState) -> None:
+        """Bring the phone to ``target`` the way calls do: a caller rings, the phone answers, holds, transfers,
+        hangs up (the far end and the registrar are the fake engine)."""
+        phone, engine = self.phone, self.engine
+        for _ in range(4):
+            if phone.state is target:
+                return
+            calls = phone.calls()
+            call = calls[0] if calls else None
+            if target is PhoneState.IDLE or (target is PhoneState.RINGING and call is not None):
+                for c in calls:
+                    phone.hangup(c.id)
+            elif target is PhoneState.RINGING:
+                engine.incoming("sip:1001@127.0.0.1")
+            elif call is None:
+                engine.remote_answer(phone.dial("1001"))
+            elif call.state is CallState.RINGING:
+                phone.answer(call.id)
+            elif target is PhoneState.IN_CALL and call.state is CallState.HELD:
+                phone.resume(call.id)
+            elif call.state is CallState.TRANSFERRING:
+                phone.set_transferring(call.id, False)
+            elif target is PhoneState.ON_HOLD:
+                assert await phone.hold(call.id), "the fake engine did not confirm the hold"
+            elif target is PhoneState.TRANSFERRING:
+                phone.set_transferring(call.id, True)
+            await settle()
+        raise AssertionError(f"the phone did not get from {phone.state} to {target}")
 
-    def set_registered(self, registered: bool) -> None:
-        state = RegistrationState.REGISTERED if registered else RegistrationState.FAILED
-        self.phone.registration = Registration(state)
-        self.host.registration_changed(self.phone.registration)
+    async def set_registered(self, registered: bool) -> None:
+        if registered:
+            self.engine.registered()
+        else:
+            self.engine.registration_failed(503, "Service Unavailable")
+        await settle()
 
 
 def write_config(tmp_path: Path, plugins: list[str], body: str, modules: tuple[str, ...] = ()) -> Path:
@@ -61,7 +88,7 @@ def write_config(tmp_path: Path, plugins: list[str], body: str, modules: tuple[s
     only = ", ".join(f'"{p}"' for p in plugins)
     extra = ", ".join(f'"{m}"' for m in modules)
     path.write_text(
-        f'[account]\nregistrar = "pbx.test"\nuser = "1000"\n\n[plugins]\nonly = [{only}]\nmodules = [{extra}]\n\n{body}'
+        f'[account]\nregistrar = "127.0.0.1:5060"\nuser = "1000"\n\n[plugins]\nonly = [{only}]\nmodules = [{extra}]\n\n{body}'
     )
     return path
 
@@ -77,15 +104,17 @@ def phone_rig(tmp_path: Path) -> Callable[..., Any]:
         path = write_config(tmp_path, ["softphone_calls", "softphone_buttons", *plugins], body, modules)
         config, host = app.prepare(str(path), secrets=False, strict=True)
         before(host)  # e.g. hand a plugin its fake hardware
-        phone = Phone(config, host)
-        phone.loop = asyncio.get_running_loop()
-        rig = Rig(phone, host)
-        host.startup(phone)
+        factory = FakeEngine.factory()
+        phone = Phone(config, host, engine_factory=factory)
+        events: list[dict[str, Any]] = []
+        phone.subscribe(events.append)  # from the start: the plugins' first events too
+        await phone.start()
+        assert factory.engine is not None
+        rig = Rig(phone, host, factory.engine, events)
         try:
             yield rig
         finally:
-            host.shutdown(phone)
-            await asyncio.sleep(0)
+            await phone.stop()
 
     return start
 

@@ -100,7 +100,7 @@ def test_a_press_waits_for_a_double_only_when_the_state_maps_one(system_bus, pho
 
                 await two_presses()  # idle: nothing maps a double, so two singles at once
                 assert await rig.wait_inputs(2) == [("ble", "main", "single")] * 2
-                rig.set_state(PhoneState.IN_CALL)
+                await rig.set_state(PhoneState.IN_CALL)
                 await two_presses()
                 assert await rig.wait_inputs(3) == [("ble", "main", "single")] * 2 + [("ble", "main", "double")]
                 await stop_plugin(rig)
