@@ -31,10 +31,10 @@ def test_drive_pin_presses_a_gpio_button_in_the_phone(mock_factory, phone_rig) -
             await asyncio.sleep(0.06)
             assert drive(rig.phone, "17:high") == {"pin": 17, "state": 1}
             assert await rig.wait_inputs(1) == [("gpio", "main", "single")]
-            rig.set_registered(True)
+            await rig.set_registered(True)
             from firmware_app.model import PhoneState
 
-            rig.set_state(PhoneState.IN_CALL)
+            await rig.set_state(PhoneState.IN_CALL)
             state = read(rig.phone, "27:clear")
             assert state["function"] == "output" and state["state"] == 1 and state["states"][-1][1] == 1
             assert read(rig.phone, "27")["states"] == [[0.0, 1]]
@@ -42,10 +42,10 @@ def test_drive_pin_presses_a_gpio_button_in_the_phone(mock_factory, phone_rig) -
                 drive(rig.phone, "27:low")
             with pytest.raises(CommandError, match="usage"):
                 drive(rig.phone, "17:sideways")
-            rig.set_state(PhoneState.RINGING)
+            await rig.set_state(PhoneState.RINGING)
             assert await actions["press_pin"](rig.phone, "17:100") == {"pin": 17, "presses": 1}
             assert (await rig.wait_inputs(2))[1] == ("gpio", "main", "single")
-            rig.set_state(PhoneState.IN_CALL)  # a double press means a transfer here
+            await rig.set_state(PhoneState.IN_CALL)  # a double press means a transfer here
             assert await actions["press_pin"](rig.phone, "17:80:120:80") == {"pin": 17, "presses": 2}
             assert (await rig.wait_inputs(3))[2] == ("gpio", "main", "double")
             await actions["press_pin"](rig.phone, "17:1000")
