@@ -274,9 +274,9 @@ class AudioPlugin:
     @hookimpl
     def softphone_call_state_changed(self, call: Call, previous: CallState | None) -> None:
         if self.mic_muted and not call.mic_muted and call.state is CallState.ACTIVE and previous not in _LIVE:
-            # A call that starts while the microphone is muted sends nothing either. Later, not inside
-            # this hook: the phone reports this change before the one that triggered it otherwise.
-            self._need_phone().call_soon(self._mute_new_call, call.id)
+            # A call that starts while the microphone is muted sends nothing either. (The phone tells the
+            # plugins of this change once the one being reported has reached all of them.)
+            self._mute_new_call(call.id)
 
     @hookimpl
     def softphone_transfer_status(self, status: TransferStatus) -> None:
@@ -286,7 +286,7 @@ class AudioPlugin:
     @hookimpl
     def softphone_call_waiting(self, call: Call, busy_with: Call, code: int) -> None:
         if self.phone is not None:
-            self.phone.call_soon(self._cue, "call_waiting", call.id)
+            self._cue("call_waiting", call.id)
 
     def _mute_new_call(self, call_id: int) -> None:
         call = self._need_phone().get_call(call_id)
