@@ -41,7 +41,7 @@ class Pcm:
 
 
 @dataclass(frozen=True, slots=True)
-class Control:
+class MixerControl:
     """A simple mixer control (what `amixer scontrols` lists)."""
 
     name: str
@@ -50,6 +50,9 @@ class Control:
     capture_volume: bool
     playback_switch: bool
     capture_switch: bool
+
+
+Control = MixerControl  # its old name, until softphone_audio (plugins/) says MixerControl
 
 
 @cache
@@ -163,7 +166,7 @@ def pcms() -> list[Pcm]:
     return found
 
 
-def controls(device: str) -> list[Control]:
+def controls(device: str) -> list[MixerControl]:
     """The simple mixer controls of a control device (``hw:CARD=Headset``, ``default``, an .asoundrc name)."""
     asound, _ = _lib()
     mixer = ctypes.c_void_p()
@@ -176,11 +179,11 @@ def controls(device: str) -> list[Control]:
             or (rc := asound.snd_mixer_load(mixer)) < 0
         ):
             raise AlsaError(f"mixer {device!r}: {_error(rc)}")
-        found: list[Control] = []
+        found: list[MixerControl] = []
         elem = asound.snd_mixer_first_elem(mixer)
         while elem:
             found.append(
-                Control(
+                MixerControl(
                     _text(asound.snd_mixer_selem_get_name(elem)),
                     asound.snd_mixer_selem_get_index(elem),
                     bool(asound.snd_mixer_selem_has_playback_volume(elem)),
@@ -308,7 +311,9 @@ def find_control_device(wanted: str, default: str) -> str:
     raise AlsaError(f"no control device or sound card matches {wanted!r} (cards here: {known})")
 
 
-def pick_controls(device: str, found: Sequence[Control], playback: str, capture: str) -> tuple[Control, Control | None]:
+def pick_controls(
+    device: str, found: Sequence[MixerControl], playback: str, capture: str
+) -> tuple[MixerControl, MixerControl | None]:
     """The playback control (with a volume) and capture control (with a switch) the configuration means.
 
     An empty name picks the first of :data:`PLAYBACK_CONTROLS` / :data:`CAPTURE_CONTROLS` there is, then any
