@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 SETTINGS_NAME = "firmware-app.toml"
 SECRETS_NAME = "firmware-app-secrets.toml"
 #: Tables of the settings file that the provisioner consumes; everything else is the phone's configuration.
@@ -474,68 +476,12 @@ def fetch(url: str, ca_file: Path | None, mac: str, timeout: float = FETCH_TIMEO
 
 
 # --- TOML out ---------------------------------------------------------------------------------------------
-# The standard library reads TOML but does not write it. This writer covers what tomllib returns, and
-# dumps() proves each result by reading it back: a configuration is never written differently from its data.
 
 
 def dumps(data: dict[str, Any]) -> str:
-    out: list[str] = []
-    _dump_table(out, [], data, None)
-    text = "\n".join(out).strip("\n") + "\n"
-    if tomllib.loads(text) != data:
-        raise ValueError("TOML writer: the text does not read back as the data")
-    return text
-
-
-def _dump_table(out: list[str], path: list[str], table: dict[str, Any], header: str | None) -> None:
-    plain = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_array(v)}
-    if header is not None:
-        out.append("")
-        out.append(header)
-    elif path and (plain or not table):
-        out.append("")
-        out.append(f"[{_dotted(path)}]")
-    for key, value in plain.items():
-        out.append(f"{_key(key)} = {_value(value)}")
-    for key, value in table.items():
-        if isinstance(value, dict):
-            _dump_table(out, [*path, key], value, None)
-        elif _is_table_array(value):
-            for item in value:
-                _dump_table(out, [*path, key], item, f"[[{_dotted([*path, key])}]]")
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _dotted(path: list[str]) -> str:
-    return ".".join(_key(p) for p in path)
-
-
-def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _string(key)
-
-
-def _string(s: str) -> str:
-    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-    return '"' + "".join(escapes.get(c, c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}") for c in s) + '"'
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value) if isinstance(value, float) else str(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+    """``data`` as TOML: tomli-w writes it (the standard library only reads TOML), a dependency of the
+    phone's venv, whose Python runs this script."""
+    return tomli_w.dumps(data)
 
 
 # --- small helpers ----------------------------------------------------------------------------------------
@@ -584,7 +530,7 @@ def _copy(value: Any) -> Any:
 
 
 def _secrets_text(password: str) -> str:
-    return f"password = {_string(password)}\n"
+    return tomli_w.dumps({"password": password})
 
 
 def _password_in(raw: bytes) -> str | None:
