@@ -52,9 +52,6 @@ class MixerControl:
     capture_switch: bool
 
 
-Control = MixerControl  # its old name, until softphone_audio (plugins/) says MixerControl
-
-
 @cache
 def _lib() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     try:

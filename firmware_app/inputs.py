@@ -76,9 +76,6 @@ class InputControl:
         self.recognizer.close()
 
 
-Control = InputControl  # its old name, until the input plugins (plugins/) say InputControl
-
-
 class Backoff:
     """Waits between attempts to reach a device: ``first``, doubling up to ``maximum``; ``reset`` on success."""
 

@@ -31,7 +31,7 @@ def default_state_file() -> Path:
 class Mixer:
     """A playback and a capture control on one ALSA control device."""
 
-    def __init__(self, device: str, playback: alsa.Control, capture: alsa.Control | None) -> None:
+    def __init__(self, device: str, playback: alsa.MixerControl, capture: alsa.MixerControl | None) -> None:
         import alsaaudio  # the "audio" extra; the plugin checks it is there before making a Mixer
 
         self._alsa = alsaaudio

@@ -28,7 +28,7 @@ from firmware_app.config import Config
 from firmware_app.errors import ConfigError
 from firmware_app.extras import import_extra
 from firmware_app.gestures import ControlKind, TimingConfig
-from firmware_app.inputs import Backoff, Control, DeviceStatus
+from firmware_app.inputs import Backoff, DeviceStatus, InputControl
 from firmware_app.model import Gesture
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class BlePlugin:
         self.phone: Phone | None = None
         self.devices: dict[str, _Device] = {}
         self.beacons: dict[str, _Beacon] = {}
-        self.controls: dict[str, Control] = {}
+        self.controls: dict[str, InputControl] = {}
         self.timings: dict[str, Any] = {}
         self.enabled = False  # something is configured and bleak is installed
         self._scanner_task: asyncio.Task[None] | None = None
@@ -282,11 +282,11 @@ class BlePlugin:
         tasks = [d.task for d in self.devices.values() if d.task is not None]
         return tasks + ([self._scanner_task] if self._scanner_task is not None else [])
 
-    def _control(self, name: str) -> Control:
+    def _control(self, name: str) -> InputControl:
         if name not in self.controls:
             assert self.phone is not None
             timing = self.timings.get(name, TimingConfig().timing())
-            self.controls[name] = Control(self.phone, SOURCE, name, ControlKind.BUTTON, timing)
+            self.controls[name] = InputControl(self.phone, SOURCE, name, ControlKind.BUTTON, timing)
         return self.controls[name]
 
     def _bluez(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from firmware_app.config import Config
 from firmware_app.errors import ConfigError
 from firmware_app.extras import import_extra
 from firmware_app.gestures import ControlKind, TimingConfig
-from firmware_app.inputs import Backoff, Control, DeviceStatus
+from firmware_app.inputs import Backoff, DeviceStatus, InputControl
 from firmware_app.model import (
     MessageWaiting,
     PhoneState,
@@ -175,7 +175,7 @@ class GpioPlugin:
     def __init__(self) -> None:
         self.config = GpioConfig()
         self.phone: Phone | None = None
-        self.controls: dict[str, Control] = {}
+        self.controls: dict[str, InputControl] = {}
         # gpiozero devices by "buttons.NAME"/"leds.NAME": keep them alive (a collected one stops firing)
         self.devices: dict[str, DigitalInputDevice | LED] = {}
         self.leds: dict[str, StatusLed] = {}
@@ -347,7 +347,7 @@ class GpioPlugin:
         try:
             if item.pull != "off":
                 button.pin.pull = item.pull
-            control = Control(self.phone, SOURCE, name, ControlKind(item.kind), item.timing(), initial=bool(button.is_active))
+            control = InputControl(self.phone, SOURCE, name, ControlKind(item.kind), item.timing(), initial=bool(button.is_active))
         except BaseException:
             button.close()
             raise

@@ -31,7 +31,7 @@ from firmware_app.config import Config
 from firmware_app.errors import ConfigError
 from firmware_app.extras import import_extra
 from firmware_app.gestures import ControlKind, TimingConfig
-from firmware_app.inputs import Backoff, Control, DeviceStatus
+from firmware_app.inputs import Backoff, DeviceStatus, InputControl
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -141,7 +141,7 @@ class HeadsetKeysPlugin:
         self.opener: Opener = opener or open_input_device
         self.config = HeadsetKeysConfig()
         self.readers: dict[str, _Reader] = {}
-        self.controls: dict[str, Control] = {}
+        self.controls: dict[str, InputControl] = {}
         self.phone: Phone | None = None
         self.enabled = False  # something is configured and python-evdev is installed
 
@@ -188,7 +188,7 @@ class HeadsetKeysPlugin:
             for control in codes.values():
                 if control not in self.controls:
                     timing = self.config.controls.get(control, KeyControlConfig()).timing()
-                    self.controls[control] = Control(phone, SOURCE, control, ControlKind.BUTTON, timing)
+                    self.controls[control] = InputControl(phone, SOURCE, control, ControlKind.BUTTON, timing)
             reader = _Reader(device_name, device, codes, DeviceStatus(log, SOURCE, device_name, phone))
             self.readers[device_name] = reader
             reader.task = phone.spawn(self._read(reader))
