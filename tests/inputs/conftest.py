@@ -46,6 +46,17 @@ class Rig:
         await self.wait(lambda: len(self.inputs()) >= count, timeout, f"{count} input events")
         return self.inputs()
 
+    async def witness(self, event: tuple[str, str, str], timeout: float = 5.0) -> list[tuple[str, str, str]]:
+        """Wait for ``event`` and return every input event so far.
+
+        The test causes the witness after the input it checks, and picks one that nothing before it can also
+        produce (another control, or another gesture). Inputs reach the phone in order, so once the witness
+        is in, the input before it has been processed: comparing the whole list with what was expected shows
+        that nothing was missed and that nothing else happened. A check that nothing happened after a fixed
+        sleep could only pass."""
+        await self.wait(lambda: event in self.inputs(), timeout, f"the witness {event}")
+        return self.inputs()
+
     async def set_state(self, target: PhoneState) -> None:
         """Bring the phone to ``target`` the way calls do: a caller rings, the phone answers, holds, transfers,
         hangs up (the far end and the registrar are the fake engine)."""

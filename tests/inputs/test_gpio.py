@@ -67,38 +67,43 @@ def test_double_press_when_the_state_maps_one_and_single_otherwise(mock_pins, ph
 
 
 def test_long_press_and_bounce(mock_pins, phone_rig) -> None:
+    body = f"[gpio.buttons.main]\npin = 17\n{FAST}[gpio.buttons.other]\npin = 18\n"
+
     async def scenario() -> None:
-        async with phone_rig(["softphone_gpio"], f"[gpio.buttons.main]\npin = 17\n{FAST}") as rig:
+        async with phone_rig(["softphone_gpio"], body) as rig:
             pin = mock_pins.pin(17)
             for _ in range(3):  # contact bounce: pulses far shorter than min_press_ms
                 pin.drive_low()
                 pin.drive_high()
             await asyncio.to_thread(press, pin, 0.7)
-            assert await rig.wait_inputs(1) == [("gpio", "main", "long")]
-            await asyncio.sleep(0.3)
-            assert rig.inputs() == [("gpio", "main", "long")]
+            # the long press comes after the bounce and is unlike what a bounce could make: it is all there is
+            assert await rig.witness(("gpio", "main", "long")) == [("gpio", "main", "long")]
+            # another button, pressed after the long press was let go: its press proves the release was
+            # handled, and the release of a long press says nothing
+            await asyncio.to_thread(press, mock_pins.pin(18), 0.05)
+            assert await rig.witness(("gpio", "other", "single")) == [("gpio", "main", "long"), ("gpio", "other", "single")]
 
     asyncio.run(scenario())
 
 
 def test_hook_switch_is_a_level_input(mock_pins, phone_rig) -> None:
     # a normally closed cradle contact to ground: low while the handset rests, high (pulled up) when lifted
-    body = '[gpio.buttons.hook]\npin = 22\nkind = "level"\nactive = "high"\n'
+    body = '[gpio.buttons.hook]\npin = 22\nkind = "level"\nactive = "high"\n[gpio.buttons.main]\npin = 17\n'
+    up, down = ("gpio", "hook", "up"), ("gpio", "hook", "down")
 
     async def scenario() -> None:
         async with phone_rig(["softphone_gpio"], body) as rig:
             pin = mock_pins.pin(22)
             assert pin.pull == "up" and pin.state  # the mock line floats up: "lifted" at start, no event
-            await asyncio.sleep(0.1)
-            assert rig.inputs() == []
-            pin.drive_low()  # put down
-            await rig.wait_inputs(1)
+            pin.drive_low()  # put down: the first event, nothing before it (a start would have said "down")
+            assert await rig.witness(up) == [up]
             pin.drive_high()  # lifted, with a bounce
             pin.drive_low()
             pin.drive_high()
-            assert await rig.wait_inputs(2) == [("gpio", "hook", "up"), ("gpio", "hook", "down")]
-            await asyncio.sleep(0.1)
-            assert len(rig.inputs()) == 2
+            assert await rig.witness(down) == [up, down]
+            # a press of another button, after the bounce settled: the witness that the bounce made one change
+            await asyncio.to_thread(press, mock_pins.pin(17), 0.05)
+            assert await rig.witness(("gpio", "main", "single")) == [up, down, ("gpio", "main", "single")]
 
     asyncio.run(scenario())
 
@@ -154,13 +159,13 @@ def test_status_led_follows_the_desk_phone_scheme(mock_pins, phone_rig) -> None:
             await rig.set_state(PhoneState.IN_CALL)  # solid
             assert pin.state
             pin.clear_states()
-            await asyncio.sleep(0.3)
-            assert pin.state and len(pin.states) == 1
-
-            pin.clear_states()
+            began = time.monotonic()
+            await asyncio.sleep(0.3)  # in the call a while (any blink would show in it); then put on hold:
+            in_call = time.monotonic() - began
             await rig.set_state(PhoneState.ON_HOLD)  # slow blink: 0.5 s / 0.5 s, from where it was (on)
             await recorded(pin, 3)
-            assert_pattern(pin, [(0, True), (0.5, False), (0.5, True)])
+            # the hold's first change is the witness: the LED stayed lit, without a change, the whole call
+            assert_pattern(pin, [(0, True), (in_call + 0.5, False), (0.5, True)])
 
             await rig.set_state(PhoneState.IN_CALL)  # resumed
             assert pin.state
@@ -176,10 +181,8 @@ def test_status_led_follows_the_desk_phone_scheme(mock_pins, phone_rig) -> None:
             assert not pin.state  # not registered wins over voicemail
             pin.clear_states()
             await rig.set_registered(True)  # message waiting: a blip every 3 s
-            await recorded(pin, 3)
-            await asyncio.sleep(0.3)
-            assert_pattern(pin, [(0, False), (0, True), (0.1, False)])
-            assert len(pin.states) == 3  # and dark for a long while after it
+            await recorded(pin, 4)  # the next blip is the witness: dark, without a change, for 2.9 s between
+            assert_pattern(pin, [(0, False), (0, True), (0.1, False), (2.9, True)])
             rig.host.message_waiting(MessageWaiting(False))
             assert not pin.state
             conditions = [e["condition"] for e in rig.events if e["event"] == "led"]
@@ -249,13 +252,18 @@ def test_shutdown_releases_every_pin(mock_pins, phone_rig) -> None:
     asyncio.run(scenario())
 
 
+def logged(caplog, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
+
+
 def test_a_busy_pin_is_reported_once_and_retried(mock_pins, phone_rig, caplog_inputs) -> None:
     body = f"[gpio]\nretry_max_s = 1\n[gpio.buttons.main]\npin = 17\n{FAST}"
 
     async def scenario() -> None:
         squatter = Button(17)
         async with phone_rig(["softphone_gpio"], body) as rig:
-            await asyncio.sleep(1.2)  # at least one retry failed, quietly
+            # the witness of a retry that failed (checked below: quietly): its debug line
+            await rig.wait(lambda: logged(caplog_inputs, "GPIO17) still unavailable"), 5, "a failed retry")
             squatter.close()
             await rig.wait(lambda: ("buttons.main (GPIO17)", "ready") in rig.device_states("gpio"), 3)
             assert rig.device_states("gpio") == [("buttons.main (GPIO17)", "unavailable"), ("buttons.main (GPIO17)", "ready")]
