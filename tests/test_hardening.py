@@ -256,14 +256,19 @@ def test_malformed_sip_never_crashes_or_creates_a_call(phone_factory, scanner, b
     assert_serves_its_first_call(phone, baresip_factory, kamailio)
 
 
-def test_refer_to_a_forbidden_target_is_refused(phone_factory, baresip_factory, kamailio):
-    phone = phone_factory().start()
+def answered_call(phone, baresip_factory, kamailio):
+    """baresip 1001 calls the phone through Kamailio and the phone answers: (the caller, the SIP Call-ID)."""
     caller = baresip_factory("1001")
     caller.dial(kamailio.uri("1000"))
     phone.wait_state("ringing")
     phone.cli("answer")
     caller.wait_event("CALL_ESTABLISHED")
-    call_id = phone.status()["calls"][0]["sip_call_id"]
+    return caller, phone.status()["calls"][0]["sip_call_id"]
+
+
+def test_refer_to_a_forbidden_target_is_refused(phone_factory, baresip_factory, kamailio):
+    phone = phone_factory().start()
+    caller, call_id = answered_call(phone, baresip_factory, kamailio)
     caller.transfer("sip:premium@evil.example")
     kamailio.wait_for(lambda m: m.call_id == call_id and m.method == "REFER" and m.status == 403)
     event = phone.wait_event(lambda e: e["event"] == "transfer_request")
@@ -305,12 +310,7 @@ def test_transfer_domains_decide_where_a_refer_may_send_the_phone(phone_factory,
     phone = phone_factory(extra=f'[security]\ntransfer_domains = ["{target.source}"]\n').start()
     allowed = where == "the listed server"
     uri = f"sip:1003@{target.source}" if allowed else kamailio.uri("1003")  # the list replaces the domain
-    caller = baresip_factory("1001")
-    caller.dial(kamailio.uri("1000"))
-    phone.wait_state("ringing")
-    phone.cli("answer")
-    caller.wait_event("CALL_ESTABLISHED")
-    call_id = phone.status()["calls"][0]["sip_call_id"]
+    caller, call_id = answered_call(phone, baresip_factory, kamailio)
     caller.transfer(uri)
     event = phone.wait_event(lambda e: e["event"] == "transfer_request")
     assert (event["uri"], event["accepted"]) == (uri, allowed)
