@@ -1,7 +1,10 @@
 """The phone: calls, actions and events on one asyncio thread, between the SIP engine and the plugins.
 
-Everything here runs on the loop thread. The engine's callbacks arrive through ``call_soon_threadsafe``;
-input plugins hand button events over with :meth:`Phone.input`, which is safe from any thread.
+The coordinator of the core's parts: the registration and its retries (:mod:`firmware_app.registration`),
+who may ring (:mod:`firmware_app.admission`), the call records and the derived state
+(:mod:`firmware_app.calltable`) and the actions (:mod:`firmware_app.actions`). Everything here runs on the
+loop thread. The engine's reports arrive through ``call_soon_threadsafe``; input plugins hand button events
+over with :meth:`Phone.input`, which is safe from any thread. Plugins hold it as :class:`firmware_app.Phone`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from firmware_app.admission import Admission, resolve_trusted
 from firmware_app.calltable import CallRecord, phone_state
 from firmware_app.config import Config, complete_uri
 from firmware_app.errors import CommandError
-from firmware_app.registration import RegistrationKeeper
 from firmware_app.model import (
     ButtonEvent,
     Call,
@@ -38,6 +40,7 @@ from firmware_app.model import (
     to_json,
 )
 from firmware_app.plugins import PluginHost
+from firmware_app.registration import RegistrationKeeper
 
 log = logging.getLogger("firmware_app.phone")
 
