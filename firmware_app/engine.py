@@ -343,7 +343,7 @@ class _InviteScreen:
         now = time.monotonic()
         if lib is None or now - self._reported_at < SCREEN_REPORT_S:
             return
-        counts = (lib.firmware_screen_refused(0), lib.firmware_screen_refused(1))
+        counts = self.refused()
         source, user = counts[0] - self._reported[0], counts[1] - self._reported[1]
         if source or user:
             last = (lib.firmware_screen_last_source() or b"").decode(errors="replace")
@@ -888,9 +888,6 @@ class SipEngine:
         except pj.Error as e:
             log.warning("stopping sound %s: %s", handle, e.reason)
 
-    def refused_invites(self) -> tuple[int, int]:
-        """INVITEs the screen refused so far: (untrusted source, other user)."""
-        return self.screen.refused()
 
 
 def _split_hostport(value: str) -> tuple[str, str]:

@@ -106,11 +106,10 @@ class Phone:
         self._registration.stop()
         if self._reconciler:
             self._reconciler.cancel()
-        live = [r for r in self._calls.values() if r.sip.state is not CallState.ENDED]
-        if live:
+        if self._live_records():
             self.engine.hangup_all()
             deadline = time.monotonic() + 3.0
-            while any(r.sip.state is not CallState.ENDED for r in self._calls.values()):
+            while self._live_records():
                 if time.monotonic() > deadline:
                     log.warning("calls did not end within 3 s of hanging up")
                     break
@@ -133,7 +132,7 @@ class Phone:
         return f"sip:{self.config.account.user}@{self.config.domain}"
 
     def calls(self) -> list[Call]:
-        return [r.view() for r in self._calls.values() if r.sip.state is not CallState.ENDED]
+        return [r.view() for r in self._live_records()]
 
     def get_call(self, call_id: int) -> Call | None:
         r = self._calls.get(call_id)
@@ -267,7 +266,7 @@ class Phone:
         self, call_id: int, send: Callable[[], None], on_progress: Callable[[int, str], None] | None
     ) -> tuple[int, str]:
         record = self._calls.get(call_id)
-        if record is None or record.sip.state is CallState.ENDED:
+        if record is None or not record.live:
             raise CommandError(f"no call {call_id}")
         queue: asyncio.Queue[eng.TransferEvent] = asyncio.Queue()
         record.transfer_events = queue
@@ -453,9 +452,8 @@ class Phone:
         engine = self.engine
         if (problem := engine_problem(engine)) is not None or engine is None:
             return problem
-        live = engine.live_calls()
-        stale = [r.sip.id for r in self._calls.values() if r.sip.state is not CallState.ENDED and r.sip.id not in live]
-        if stale and self._missing & set(stale):
+        stale = sorted(self._unbacked(engine.live_calls()) & self._missing)
+        if stale:
             return f"calls {stale} are no longer known to PJSUA"
         return None
 
@@ -533,7 +531,7 @@ class Phone:
         if self._stopping:
             self._refuse(call.id, 503)
             return
-        busy = [r for r in self._calls.values() if r.sip.state is not CallState.ENDED]
+        busy = self._live_records()
         if busy:
             log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
             self._refuse(call.id, 486)
@@ -586,7 +584,7 @@ class Phone:
 
     def _retry_media(self, call_id: int, op: str) -> None:
         record = self._calls.get(call_id)
-        if record is None or record.media_op != op or record.sip.state is CallState.ENDED:
+        if record is None or record.media_op != op or not record.live:
             return
         try:
             if op == "hold":
@@ -614,7 +612,7 @@ class Phone:
             self._on_call_state(call)
         # A call the engine let go of whose end did not reach us within a tick: end it here.
         live = engine.live_calls()
-        missing = {cid for cid, r in self._calls.items() if r.sip.state is not CallState.ENDED and cid not in live}
+        missing = self._unbacked(live)
         for cid in missing & self._missing:
             record = self._calls.get(cid)
             if record is not None:
@@ -685,6 +683,13 @@ class Phone:
             self._emit("state", state=state.value, previous=previous.value)
 
     # --- helpers ----------------------------------------------------------------------------------------
+
+    def _live_records(self) -> list[CallRecord]:
+        return [r for r in self._calls.values() if r.live]
+
+    def _unbacked(self, live: set[int]) -> set[int]:
+        """The phone's calls that are not among the engine's ``live`` ones."""
+        return {r.sip.id for r in self._live_records() if r.sip.id not in live}
 
     def _trim_heap(self) -> None:
         """Give the heap PJSIP freed after the last calls back to the system, once the phone is quiet.

@@ -88,6 +88,15 @@ def _engine(factory: FakeEngineFactory) -> FakeEngine:
     return factory.engine
 
 
+async def answered_call(phone: Phone, engine: FakeEngine) -> int:
+    """A caller rings through the registrar and the phone answers; the call's id."""
+    call_id = engine.incoming()
+    await settle()
+    phone.answer()
+    await settle()
+    return call_id
+
+
 # --- admission -------------------------------------------------------------------------------------------
 
 
@@ -150,10 +159,7 @@ def test_a_second_caller_gets_busy_and_is_never_announced(tmp_path):
 
 def test_the_phone_state_follows_its_calls(tmp_path):
     async def scenario(phone: Phone, engine: FakeEngine, seen: Recorder) -> None:
-        call_id = engine.incoming()
-        await settle()
-        phone.answer()
-        await settle()
+        call_id = await answered_call(phone, engine)
         assert phone.state is PhoneState.IN_CALL
         assert await phone.hold(call_id) is True
         await settle()
@@ -234,10 +240,7 @@ def test_an_unreachable_registrar_is_retried_every_interval_through_the_secondar
 
 def test_a_refer_waits_for_the_first_final_outcome(tmp_path):
     async def scenario(phone: Phone, engine: FakeEngine, seen: Recorder) -> None:
-        call_id = engine.incoming()
-        await settle()
-        phone.answer()
-        await settle()
+        call_id = await answered_call(phone, engine)
         progress: list[tuple[int, str]] = []
         task = asyncio.ensure_future(phone.refer(call_id, "sip:1003@127.0.0.1", lambda c, r: progress.append((c, r))))
         await settle()
@@ -255,10 +258,7 @@ def test_a_refer_or_a_hold_met_by_491_is_sent_again(tmp_path, monkeypatch):
     monkeypatch.setattr(phone_module, "_glare_delay", lambda owner: 0.0)
 
     async def scenario(phone: Phone, engine: FakeEngine, seen: Recorder) -> None:
-        call_id = engine.incoming()
-        await settle()
-        phone.answer()
-        await settle()
+        call_id = await answered_call(phone, engine)
         engine.reinvite_answers = [491]
         assert await asyncio.wait_for(phone.hold(call_id), 1) is True
         assert engine.sent("hold") == [(call_id,), (call_id,)]
@@ -276,10 +276,7 @@ def test_a_refer_or_a_hold_met_by_491_is_sent_again(tmp_path, monkeypatch):
 
 def test_a_call_ending_during_a_transfer_ends_the_wait(tmp_path):
     async def scenario(phone: Phone, engine: FakeEngine, seen: Recorder) -> None:
-        call_id = engine.incoming()
-        await settle()
-        phone.answer()
-        await settle()
+        call_id = await answered_call(phone, engine)
         refer = asyncio.ensure_future(phone.refer(call_id, "sip:1003@127.0.0.1"))
         await settle()
         engine.remote_hangup(call_id)

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -79,6 +79,16 @@ def kamailio_challenging_refer(tmp_path_factory: pytest.TempPathFactory) -> Iter
     proxy.stop()
 
 
+Peer = TypeVar("Peer", Baresip, Linphone, SippTarget)
+
+
+def _start(peer: Peer, started: list[Peer]) -> Peer:
+    """Start ``peer``, listed first so that a half-started peer is stopped with the others."""
+    started.append(peer)
+    peer.start()
+    return peer
+
+
 def _stop_all(peers: Sequence[Baresip | Linphone | SippTarget]) -> None:
     errors: list[BaseException] = []
     for peer in reversed(peers):
@@ -95,11 +105,8 @@ def _baresip_factory(proxy: Kamailio, workdir: Path) -> Generator[BaresipFactory
     started: list[Baresip] = []
 
     def make(user: str, *, answermode: str = "manual") -> Baresip:
-        peer = Baresip(workdir / f"baresip-{user}-{len(started)}", user, _password(user), proxy,
-                       answermode=answermode)
-        started.append(peer)  # before start(): a half-started peer is stopped too
-        peer.start()
-        return peer
+        return _start(Baresip(workdir / f"baresip-{user}-{len(started)}", user, _password(user), proxy,
+                              answermode=answermode), started)
 
     yield make
     _stop_all(started)
@@ -126,11 +133,8 @@ def linphone_factory(kamailio: Kamailio, tmp_path: Path) -> Iterator[LinphoneFac
     started: list[Linphone] = []
 
     def make(user: str, *, auto_answer: bool = False) -> Linphone:
-        peer = Linphone(tmp_path / f"linphone-{user}-{len(started)}", user, _password(user), kamailio,
-                        auto_answer=auto_answer)
-        started.append(peer)  # before start(): a half-started peer is stopped too
-        peer.start()
-        return peer
+        return _start(Linphone(tmp_path / f"linphone-{user}-{len(started)}", user, _password(user), kamailio,
+                               auto_answer=auto_answer), started)
 
     yield make
     _stop_all(started)
@@ -142,11 +146,8 @@ def _sipp_target_factory(proxy: Kamailio, workdir: Path) -> Generator[SippTarget
 
     def make(user: str, mode: Mode = "answer", *, max_calls: int | None = None,
              variables: dict[str, str] | None = None) -> SippTarget:
-        target = SippTarget(workdir / f"sipp-{user}-{len(started)}", user, _password(user), proxy, mode,
-                            max_calls=max_calls, variables=variables)
-        started.append(target)
-        target.start()
-        return target
+        return _start(SippTarget(workdir / f"sipp-{user}-{len(started)}", user, _password(user), proxy, mode,
+                                 max_calls=max_calls, variables=variables), started)
 
     yield make
     _stop_all(started)
