@@ -587,23 +587,10 @@ class SipEngine:
             self._use_null_sound()
             return
         try:
-            pcms, cards = alsa.pcms(), alsa.cards()
-        except alsa.AlsaError:
-            pcms, cards = [], []
-        chosen = {}
-        for key, name, capture in (
-            ("capture_device", audio.capture_device, True),
-            ("playback_device", audio.playback_device, False),
-        ):
-            index = alsa.choose(self.sound_devices, name, capture=capture, pcms=pcms, cards=cards)
-            if index is None and name != "default":
-                what = "capture" if capture else "playback"
-                listing = ", ".join(n for n, ins, outs in self.sound_devices if (ins if capture else outs)) or "none"
-                raise EngineError(
-                    f"{self.config.path}: audio.{key}: no {what} device matches {name!r} ({what} devices here: {listing})"
-                )
-            chosen[key] = index
-        capture, playback = chosen["capture_device"], chosen["playback_device"]
+            capture = self._choose_device(audio.capture_device, capture=True)
+            playback = self._choose_device(audio.playback_device, capture=False)
+        except LookupError as e:
+            raise EngineError(f"{self.config.path}: {e.args[0]}") from None
         if capture is None or playback is None:
             log.warning("ALSA has no usable default sound device here: calls use the null audio device")
             self._use_null_sound()
@@ -630,6 +617,58 @@ class SipEngine:
             audio.playback_latency_ms,
             f"{audio.ec_tail_ms} ms" if audio.ec_tail_ms else "off",
         )
+
+    def _choose_device(self, name: str, *, capture: bool) -> int | None:
+        """Index of the device ``name`` means among ``sound_devices`` (see :func:`alsa.choose`).
+
+        None when ``name`` is "default" and ALSA has none; LookupError naming the key when nothing matches."""
+        try:
+            pcms, cards = alsa.pcms(), alsa.cards()
+        except alsa.AlsaError:
+            pcms, cards = [], []
+        index = alsa.choose(self.sound_devices, name, capture=capture, pcms=pcms, cards=cards)
+        if index is None and name != "default":
+            what = "capture" if capture else "playback"
+            listing = ", ".join(n for n, ins, outs in self.sound_devices if (ins if capture else outs)) or "none"
+            raise LookupError(f"audio.{what}_device: no {what} device matches {name!r} ({what} devices here: {listing})")
+        return index
+
+    def route_audio(self, device: str | None) -> tuple[str, str]:
+        """Move the calls' audio, now and for later calls, to the ALSA device ``device`` (both directions);
+        None: back to the configured devices. Returns the ``(capture, playback)`` names now in use.
+
+        PJSUA2's device list is refreshed first (``refreshDevs``), so a PCM that has become openable since
+        the start (a Bluetooth headset's, once it connected) is found; a call in progress keeps its audio and
+        switches to the new device at once. Phone thread; raises CommandError when no device matches.
+        """
+        if self._ep is None or self._stop.is_set():
+            raise CommandError("the SIP engine is not running")
+        audio = self.config.audio
+        adm = self._ep.audDevManager()
+        self._do("refresh the sound devices", adm.refreshDevs)
+        devices = [adm.getDevInfo(i) for i in range(adm.getDevCount())]
+        self.sound_devices = [(d.name, d.inputCount, d.outputCount) for d in devices]
+        if not devices:
+            raise CommandError("this PJSUA2 build has no sound backend")
+        try:
+            capture = self._choose_device(device or audio.capture_device, capture=True)
+            playback = self._choose_device(device or audio.playback_device, capture=False)
+        except LookupError as e:
+            raise CommandError(str(e).removeprefix("audio.capture_device: ").removeprefix("audio.playback_device: ")) from None
+        if capture is None or playback is None:
+            raise CommandError("ALSA has no usable default sound device")
+        # Between calls only note the choice: opening a headset's SCO PCM without a call confuses headsets.
+        # In a call the open device is switched at once. Set even when the index looks unchanged: after a
+        # refresh PJSUA's remembered index may mean another device.
+        self._do("set the sound device mode", lambda: adm.setSndDevMode(pj.PJSUA_SND_DEV_NO_IMMEDIATE_OPEN))
+        self._do("switch the capture device", lambda: adm.setCaptureDev(capture))
+        self._do("switch the playback device", lambda: adm.setPlaybackDev(playback))
+        if self._null_sound:
+            self._null_sound = self._null_open = False
+        self.capture_device, self.playback_device = devices[capture].name, devices[playback].name
+        self.sound_backend = f"alsa ({self.capture_device} / {self.playback_device})"
+        log.info("sound: calls now use %s / %s", self.capture_device, self.playback_device)
+        return self.capture_device, self.playback_device
 
     def _use_null_sound(self) -> None:
         self._null_sound = True

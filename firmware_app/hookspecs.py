@@ -79,6 +79,10 @@ class Phone(Protocol):
         """Tell every plugin (:func:`softphone_transfer_status`) and the event stream how a transfer goes."""
 
     # --- sound on the headset
+    def route_audio(self, device: str | None) -> tuple[str | None, str | None]:
+        """Move the calls' audio (a call in progress too) to the ALSA device ``device``, both directions;
+        None: back to the configured ``[audio]`` devices. The device list is refreshed first, so a PCM that
+        became openable since the start is found. Returns :attr:`sound_devices`."""
     def play_sound(self, path: str, *, loop: bool = False) -> int | None:
         """Play a WAV file to the calls' playback device; a handle for :meth:`stop_sound`, None without sound."""
     def stop_sound(self, handle: int) -> None: ...
@@ -89,6 +93,8 @@ class Phone(Protocol):
         """Run ``name`` or ``name:argument`` as a button would."""
     def input(self, event: ButtonEvent) -> None:
         """Hand over a button event; safe from any thread."""
+    def map_input(self, event: ButtonEvent) -> str | None:
+        """The action this gesture would run now (the button mapping), without running it; None: nothing."""
     def wants_double(self, source: str, button: str) -> bool:
         """Whether a double press of this button means something now (see :func:`softphone_wants_double`)."""
 

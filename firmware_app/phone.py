@@ -224,6 +224,13 @@ class Phone:
         engine = self.engine
         return (engine.capture_device, engine.playback_device) if engine else (None, None)
 
+    def route_audio(self, device: str | None) -> tuple[str | None, str | None]:
+        """Move the calls' audio, a call in progress included, to the ALSA device ``device`` (both ways);
+        None: back to the configured ``[audio]`` devices. Returns :attr:`sound_devices`."""
+        devices = self._engine().route_audio(device)
+        self._emit("audio_route", capture=devices[0], playback=devices[1])
+        return devices
+
     def play_sound(self, path: str, *, loop: bool = False) -> int | None:
         """Play a WAV file to the headset (the calls' playback device), mixed with any call's audio.
 
@@ -347,6 +354,10 @@ class Phone:
     def input(self, event: ButtonEvent) -> None:
         """Hand over a button event from any thread (gpiozero, bleak, evdev...)."""
         self._loop().call_soon_threadsafe(self._on_input, event)
+
+    def map_input(self, event: ButtonEvent) -> str | None:
+        """The action ``event`` would run now (the button mapping), without running it."""
+        return self.plugins.map_input(event, self.state)
 
     def wants_double(self, source: str, button: str) -> bool:
         """Whether a double press of this button means something right now (loop thread)."""

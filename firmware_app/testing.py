@@ -177,6 +177,13 @@ class FakeEngine:
     def stop_sound(self, handle: int) -> None:
         self._command("stop_sound", handle)
 
+    def route_audio(self, device: str | None) -> tuple[str, str]:
+        self._command("route_audio", device)
+        audio = self.config.audio
+        self.capture_device = device or audio.capture_device
+        self.playback_device = device or audio.playback_device
+        return self.capture_device, self.playback_device
+
     def reconcile(self) -> list[Call]:
         return []
 

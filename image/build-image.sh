@@ -16,7 +16,7 @@
 #
 # Environment: SUITE (bookworm), MIRROR (http://deb.debian.org/debian), SECURITY_MIRROR
 # (http://deb.debian.org/debian-security), CACHE (/var/cache/firmware-app), FIRMWARE_APP_EXTRAS (the app's
-# extras, gpio,ble,headset-keys,audio), FIRMWARE_APP_PIP_EXTRA (more PyPI packages for the venv, lgpio),
+# extras, gpio,ble,headset-keys,audio,hfp), FIRMWARE_APP_PIP_EXTRA (more PyPI packages for the venv, lgpio),
 # IMAGE_FREE_MIB (free space left in the root file system before it grows on first boot, 256),
 # COMPRESS (1: also write OUTPUT.xz). Needs root, about 4 GB of disk, and the packages listed in
 # image/README.md.
@@ -29,7 +29,7 @@ suite=${SUITE:-bookworm}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 security_mirror=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 cache=${CACHE:-/var/cache/firmware-app}
-extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio}
+extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio,hfp}
 pip_extra=${FIRMWARE_APP_PIP_EXTRA-lgpio}
 free_mib=${IMAGE_FREE_MIB:-256}
 boot_mib=256
@@ -76,6 +76,8 @@ packages=(
     # the phone: Python, and the libraries the PJSUA2 build links against
     python3 python3-venv libasound2 alsa-utils bluez libssl3 libopus0 libgsm1 libspeex1 libspeexdsp1
     libsrtp2-1 libsamplerate0 libuuid1
+    # Bluetooth headsets' calls: bluealsa (HFP/HSP audio gateway) and its ALSA plugin for the SCO audio
+    bluez-alsa-utils libasound2-plugin-bluez
 )
 include=$(IFS=,; echo "${packages[*]}")
 

@@ -16,6 +16,8 @@ packages=(
     libgsm1-dev libspeex-dev libspeexdsp-dev libsrtp2-dev libsamplerate0-dev xz-utils dpkg-dev
     # audio tests (a clocked ALSA device through PulseAudio), BLE tests (a private D-Bus), units, scripts
     pulseaudio libasound2-plugins alsa-utils dbus systemd shellcheck openssl
+    # Bluetooth headsets: the real bluealsa daemon (HFP/HSP audio gateway) and its ALSA plugin
+    bluez-alsa-utils libasound2-plugin-bluez
 )
 if [[ ${1:-} == --image ]]; then
     packages+=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs qemu-system-arm ipxe-qemu)  # ipxe-qemu: virtio-net's efi-virtio.rom
@@ -32,7 +34,7 @@ fi
 
 python=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,gpio,ble,headset-keys,audio,bench]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,gpio,ble,headset-keys,audio,hfp,bench]'
 
 if [[ ${FIRMWARE_APP_PJSUA2:-build} == wheel ]]; then
     .venv/bin/python -m pip install -q '.[wheel-pjsua2]'

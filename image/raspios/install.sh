@@ -14,7 +14,7 @@ set -euo pipefail
 
 src=${1:?usage: install.sh SOURCE_DIR PJSUA2_DIR}
 pjsua2=${2:?usage: install.sh SOURCE_DIR PJSUA2_DIR}
-extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio}
+extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio,hfp}
 log() { printf 'firmware-app install: %s\n' "$*" >&2; }
 
 [[ $(id -u) -eq 0 ]] || { log "run as root"; exit 1; }
@@ -26,6 +26,7 @@ compgen -G "$pjsua2/_pjsua2*aarch64*.so" >/dev/null || { log "no arm64 PJSUA2 in
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends python3-venv python3-lgpio libasound2 alsa-utils bluez \
+    bluez-alsa-utils libasound2-plugin-bluez \
     libssl3 libopus0 libgsm1 libspeex1 libspeexdsp1 libsrtp2-1 libsamplerate0 ca-certificates \
     gcc libc6-dev python3-dev libasound2-dev >/dev/null
 
@@ -42,8 +43,11 @@ install -m 0644 "$src"/systemd/*.service "$src"/systemd/*.timer /usr/lib/systemd
 install -D -m 0644 "$src/systemd/sysusers.d/firmware-app.conf" /usr/lib/sysusers.d/firmware-app.conf
 install -D -m 0644 "$src/systemd/udev/60-firmware-app-gpio.rules" /usr/lib/udev/rules.d/60-firmware-app-gpio.rules
 install -D -m 0644 "$src/image/provision/firmware_provision.py" /usr/lib/firmware-app/firmware_provision.py
+install -D -m 0644 -t /usr/lib/systemd/system/bluealsa.service.d "$src/systemd/bluealsa.service.d/firmware-app.conf"
+install -D -m 0644 -t /etc/alsa/conf.d "$src/plugins/softphone_hfp/60-firmware-app-bluetooth.conf"
 /opt/firmware-app/bin/python3 -m compileall -q /usr/lib/firmware-app >/dev/null
 systemd-sysusers
 # Raspberry Pi OS grows its root file system itself: firmware-growroot is for the Debian image only.
-systemctl enable firmware-app.service firmware-provision.service firmware-provision-network.timer
+systemctl daemon-reload
+systemctl enable firmware-app.service bluealsa.service firmware-provision.service firmware-provision-network.timer
 log "installed; put firmware-app.toml and firmware-app-secrets.toml on the boot partition and reboot"

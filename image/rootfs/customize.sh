@@ -57,11 +57,13 @@ install -D -m 0644 "$FW_REPO/systemd/sysusers.d/firmware-app.conf" "$root/usr/li
 install -D -m 0644 -t "$root/usr/lib/udev/rules.d" "$FW_REPO"/systemd/udev/*.rules
 install -D -m 0644 -t "$root/usr/lib/systemd/system/wpa_supplicant@.service.d" \
     "$FW_REPO/systemd/wpa_supplicant@.service.d/firmware-app.conf"
+install -D -m 0644 -t "$root/usr/lib/systemd/system/bluealsa.service.d" "$FW_REPO/systemd/bluealsa.service.d/firmware-app.conf"
+install -D -m 0644 -t "$root/etc/alsa/conf.d" "$FW_REPO/plugins/softphone_hfp/60-firmware-app-bluetooth.conf"
 install -D -m 0644 "$FW_REPO/image/provision/firmware_provision.py" "$root/usr/lib/firmware-app/firmware_provision.py"
 install -D -m 0755 "$here/growroot" "$root/usr/lib/firmware-app/growroot"
 in_root /opt/firmware-app/bin/python3 -m compileall -q /usr/lib/firmware-app >/dev/null
 in_root systemd-sysusers
-in_root systemctl enable firmware-app.service firmware-provision.service firmware-provision-network.timer \
+in_root systemctl enable firmware-app.service bluealsa.service firmware-provision.service firmware-provision-network.timer \
     firmware-ssh-hostkeys.service firmware-growroot.service systemd-networkd.service systemd-resolved.service \
     systemd-timesyncd.service
 

@@ -48,11 +48,23 @@ def _every_state(action: str) -> Mapping:
     return {s: {Gesture.SINGLE: action, Gesture.LONG: action} for s in PhoneState}
 
 
-#: Controls whose name says what they are do that, not what the main button does.
+def _only(**states: str) -> Mapping:
+    """A single press does ``states[state]`` in the states named, nothing elsewhere."""
+    return {s: ({Gesture.SINGLE: states[s.value]} if s.value in states else {}) for s in PhoneState}
+
+
+#: Controls whose name says what they are do that, not what the main button does. A Bluetooth headset's
+#: call commands (source ``hfp``) are such controls: ``answer`` (ATA), ``hangup`` (AT+CHUP), ``redial``
+#: (AT+BLDN), ``voice_dial`` (AT+BVRA, nothing by default: map it, e.g. to ``transfer:agents`` in a call);
+#: HSP's one button ``hsp_button`` does what the main button does.
 CONTROL_DEFAULTS: dict[str, Mapping] = {
     "mute": {s: ({Gesture.SINGLE: "mute_call_toggle"} if s in _IN_A_CALL else {}) for s in PhoneState},
     "volume_up": _every_state("volume_up"),
     "volume_down": _every_state("volume_down"),
+    "answer": _only(ringing="answer"),
+    "hangup": _only(ringing="reject", in_call="hangup", on_hold="hangup"),
+    "redial": _only(idle="redial"),
+    "voice_dial": _only(),
 }
 
 

@@ -140,6 +140,7 @@ class AgDialogue:
         self._held: list[bytes] | None = None  # frames held back while a button handler runs
         self._logged: set[str] = set()
         self._closed = False
+        self.volume: dict[VolumeKind, int] = {}  # the gains the headset last reported or was sent, 0..15
 
     @property
     def hfp(self) -> bool:
@@ -206,6 +207,14 @@ class AgDialogue:
         else:
             self._ciev(IND_CALLSETUP, 0)
 
+    def set_volume(self, kind: VolumeKind, level: int) -> None:
+        """The phone's volume (or microphone gain) changed: +VGS/+VGM, 0..15, unless the headset has it."""
+        level = max(0, min(15, level))
+        if self.volume.get(kind) == level:
+            return
+        self.volume[kind] = level
+        self._send_frame(frame(f"+{'VGS' if kind is VolumeKind.SPEAKER else 'VGM'}: {level}"))
+
     def close(self) -> None:
         """The headset went away: stop ringing and send nothing more (idempotent)."""
         self._stop_ring()
@@ -251,7 +260,9 @@ class AgDialogue:
         if name in ("+VGS", "+VGM") and arg.isdigit() and self._on_volume is not None:
             level = int(arg)
             if 0 <= level <= 15:
-                self._on_volume(VolumeKind.SPEAKER if name == "+VGS" else VolumeKind.MICROPHONE, level)
+                kind = VolumeKind.SPEAKER if name == "+VGS" else VolumeKind.MICROPHONE
+                self.volume[kind] = level
+                self._on_volume(kind, level)
         elif name == "+CMER" and self.hfp:
             # AT+CMER=3,0,0,1 turns indicator events on; HFP 4.2.1.1: the SLC is complete with it (or with
             # the AT+CHLD=? that follows, which bluealsa only gets when both sides do three-way calling).
