@@ -49,6 +49,7 @@ log = logging.getLogger("firmware_app.hfp")
 
 SOURCE = "hfp"
 BLUEALSA = "org.bluealsa"
+BLUEALSA_ROOT = "/org/bluealsa"  # where bluealsa 4.0.0's ObjectManager is ("/" has none)
 RFCOMM = "org.bluealsa.RFCOMM1"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 #: HF feature bit 4 of AT+BRSF (HFP 1.7 4.34.1): the headset takes +VGS/+VGM from the gateway.
@@ -109,6 +110,7 @@ class HfpPlugin:
         self.phone: Phone | None = None
         self.headsets: dict[str, Headset] = {}
         self.routed = False  # the calls' audio is on the headset's PCM
+        self._route_failed: bool | None = None  # the route last refused (to the headset: True), said once
         self._bus: MessageBus | None = None
         self._task: asyncio.Task[None] | None = None
         self._opening: set[str] = set()
@@ -172,6 +174,7 @@ class HfpPlugin:
             if headset.ready:
                 self._tell(headset)
         self._route()
+        self._publish()
 
     def _tell(self, headset: Headset) -> None:
         dialogue = headset.dialogue
@@ -205,12 +208,15 @@ class HfpPlugin:
         try:
             devices = phone.route_audio(self.config.pcm if wanted else None)
         except CommandError as e:
-            where = f"the headset's PCM {self.config.pcm!r}" if wanted else "the configured devices"
-            log.warning("hfp: cannot move the call audio to %s: %s", where, e)
+            if self._route_failed != wanted:  # said once, not at every call state change
+                where = f"the headset's PCM {self.config.pcm!r}" if wanted else "the configured devices"
+                log.warning("hfp: cannot move the call audio to %s: %s", where, e)
+                self._route_failed = wanted
             if wanted:
                 return
         else:
             log.info("hfp: call audio on %s", " / ".join(d or "null" for d in devices))
+            self._route_failed = None
         self.routed = wanted
         self._publish()
 
@@ -250,7 +256,7 @@ class HfpPlugin:
         if event.get("source") == SOURCE or kind not in ("volume", "mic_mute"):
             return
         for headset in self.headsets.values():
-            if not headset.ready or not headset.features & HF_REMOTE_VOLUME:
+            if not headset.ready or not (headset.dialogue.features or headset.features) & HF_REMOTE_VOLUME:
                 continue
             if kind == "volume" and isinstance(event.get("level"), int):
                 level = 0 if event.get("muted") else round(event["level"] * 15 / 100)
@@ -313,7 +319,7 @@ class HfpPlugin:
         if bus is None:
             return
         reply = await bus.call(
-            Message(destination=BLUEALSA, path="/", interface=OBJECT_MANAGER, member="GetManagedObjects")
+            Message(destination=BLUEALSA, path=BLUEALSA_ROOT, interface=OBJECT_MANAGER, member="GetManagedObjects")
         )
         if reply is None or reply.message_type is MessageType.ERROR:
             self._set_bluealsa(False)
@@ -440,6 +446,7 @@ class HfpPlugin:
     def _ready_changed(self, headset: Headset, *, was_ready: bool) -> None:
         if was_ready or not headset.ready:
             return
+        self._publish()
         if headset.slc_timer is not None:
             headset.slc_timer.cancel()
             headset.slc_timer = None

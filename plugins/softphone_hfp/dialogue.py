@@ -140,6 +140,7 @@ class AgDialogue:
         self._held: list[bytes] | None = None  # frames held back while a button handler runs
         self._logged: set[str] = set()
         self._closed = False
+        self.features = 0  # the headset's HF features (AT+BRSF), when the phone saw them
         self.volume: dict[VolumeKind, int] = {}  # the gains the headset last reported or was sent, 0..15
 
     @property
@@ -263,6 +264,8 @@ class AgDialogue:
                 kind = VolumeKind.SPEAKER if name == "+VGS" else VolumeKind.MICROPHONE
                 self.volume[kind] = level
                 self._on_volume(kind, level)
+        elif name == "+BRSF" and arg.isdigit():
+            self.features = int(arg)
         elif name == "+CMER" and self.hfp:
             # AT+CMER=3,0,0,1 turns indicator events on; HFP 4.2.1.1: the SLC is complete with it (or with
             # the AT+CHLD=? that follows, which bluealsa only gets when both sides do three-way calling).

@@ -1,24 +1,15 @@
-"""Makes ``softphone_hfp`` importable from ``plugins/`` while it is not yet a package of pyproject.toml."""
+"""Fixtures for the Bluetooth headset tests: the real bluealsa, and a phone to use it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import asyncio
+import inspect
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.hfp.bluealsa_rig import NOT_INSTALLED, Bluealsa, bluealsa_installed
-
-if "softphone_hfp" not in sys.modules:
-    _init = Path(__file__).resolve().parents[2] / "plugins" / "softphone_hfp" / "__init__.py"
-    _spec = importlib.util.spec_from_file_location(
-        "softphone_hfp", _init, submodule_search_locations=[str(_init.parent)]
-    )
-    assert _spec is not None and _spec.loader is not None
-    sys.modules["softphone_hfp"] = _module = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_module)
+from tests.inputs.conftest import phone_rig  # noqa: F401  (the in-process phone on the fake SIP engine)
 
 
 @pytest.fixture
@@ -32,3 +23,13 @@ def bluealsa() -> Iterator[Bluealsa]:
         yield rig
     finally:
         rig.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """``async def`` tests here run on a loop of their own (the phone's), bounded to 30 s."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**arguments), 30))
+    return True
