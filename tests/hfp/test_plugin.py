@@ -176,8 +176,11 @@ async def test_bad_lines_get_error_and_are_logged_once(hfp_phone, bluealsa, capl
         for _ in range(3):
             headset.send("AT+XYZZY=1")
             await headset.expect_async("ERROR")
-        headset.send("AT" + "9" * 600)  # bluealsa drops an over-long line itself (the dialogue's tests: MAX_LINE)
-        headset.send("AT+CLIP=1")  # and the channel still works
+        # bluealsa drops an over-long line itself, in pieces (the dialogue's own limit: test_dialogue.py), and
+        # may take what follows with it; the channel then works again.
+        headset.send("AT" + "9" * 600)
+        await watched(headset)
+        headset.send("AT+CLIP=1")
         await headset.expect_async("OK")
         logged = [r.getMessage() for r in caplog.records if "XYZZY" in r.getMessage()]
         assert len(logged) == 1, logged
@@ -260,3 +263,14 @@ async def test_bluealsa_restarting_mid_call_leaves_the_call_and_the_headset_come
         again = await connected(rig, bluealsa)  # the headset reconnects to the new bluealsa
         await seen(again, "+CIEV: 2,1")
         assert caplog.text.count("bluealsa stopped") == 1
+
+
+async def test_a_number_dialled_on_the_headset_is_called(hfp_phone, bluealsa):
+    async with hfp_phone() as rig:
+        headset = await connected(rig, bluealsa)
+        headset.send("ATD1003;")
+        await headset.expect_async("OK")
+        await headset.expect_async("+CIEV: 3,2")  # outgoing call set-up
+        assert rig.engine.sent("make_call")[0][0].startswith("sip:1003@")
+        headset.send("ATD1004;")  # one call at a time
+        await headset.expect_async("ERROR")
