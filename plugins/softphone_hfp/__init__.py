@@ -78,6 +78,7 @@ class Headset:
     sock: socket.socket
     dialogue: AgDialogue
     call_id: int | None = None  # the phone's call the headset is told about
+    left_alone: int | None = None  # a call in progress when it connected, with take_over_calls off
     slc_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -179,6 +180,8 @@ class HfpPlugin:
     def _tell(self, headset: Headset) -> None:
         dialogue = headset.dialogue
         call = self._headset_call(headset.call_id)
+        if call is not None and call.id == headset.left_alone:
+            call = None
         if call is None or call.id != headset.call_id:
             dialogue.ended()
             headset.call_id = None
@@ -277,7 +280,7 @@ class HfpPlugin:
         while True:
             try:
                 bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
-            except (OSError, EOFError, Exception) as e:  # dbus-fast raises its own errors for auth failures
+            except Exception as e:  # OSError, and dbus-fast's own errors (authentication, a closed bus)
                 if not said_down:
                     log.warning("hfp: the system D-Bus is not reachable (%s); Bluetooth headsets wait for it", e)
                     said_down = True
@@ -450,9 +453,11 @@ class HfpPlugin:
         if headset.slc_timer is not None:
             headset.slc_timer.cancel()
             headset.slc_timer = None
-        if not self.config.take_over_calls and any(c.state in _ANSWERED for c in self.phone.calls()):  # type: ignore[union-attr]
+        assert self.phone is not None
+        in_call = [c for c in self.phone.calls() if c.state in _ANSWERED]
+        if in_call and not self.config.take_over_calls:
+            headset.left_alone = in_call[0].id
             log.info("hfp: headset %s connected during a call; the call stays where it is (take_over_calls)", headset.describe())
-            return
         self._sync()
 
     def _readable(self, headset: Headset) -> None:

@@ -211,9 +211,12 @@ async def test_take_over_calls_off_leaves_the_call_where_it_is(hfp_phone, blueal
     async with hfp_phone("take_over_calls = false\n") as rig:
         await rig.set_state(PhoneState.IN_CALL)
         headset = await connected(rig, bluealsa)
+        await rig.set_state(PhoneState.ON_HOLD)  # the call changes: still not the headset's
+        await rig.set_state(PhoneState.IN_CALL)
         rig.phone.hangup()
         await rig.wait(lambda: rig.phone.state is PhoneState.IDLE, what="idle")
         assert routes(rig) == []
+        assert "+CIEV: 2,1" not in headset.take()
         await ringing(rig, headset)  # the next call is the headset's
 
 
