@@ -64,7 +64,7 @@ def test_doctor_names_what_is_missing_and_what_there_is(pulse, tmp_path):
     config = write_config(
         tmp_path,
         closed,
-        '[audio]\ncapture_device = "Plantronics"\n[mixer]\nplayback_control = "Treble"\n[sounds]\nring_device = "Bluetooth"\n',
+        '[audio]\ncapture_device = "Plantronics"\n[mixer]\nplayback_control = "Treble"\n[sounds]\nring_device = "Tannoy"\n',
     )
     result = doctor(pulse, config, "--json")
     assert result.returncode == 1
@@ -73,7 +73,7 @@ def test_doctor_names_what_is_missing_and_what_there_is(pulse, tmp_path):
     assert report["problems"] == [
         "audio.capture_device: no capture device matches 'Plantronics' (capture devices here: default, pulse, Headset, Speaker)",
         "mixer: mixer control 'Treble' is not on 'default' (controls there: Master, Capture)",
-        "sounds.ring_device: no ALSA PCM matches 'Bluetooth' (PCMs here: default, pulse, Headset, Speaker)",
+        "sounds.ring_device: no ALSA PCM matches 'Tannoy' (PCMs here: default, pulse, Headset, Speaker)",
         f"registrar {closed}: no SIP answer (Connection refused)",
     ]
     text = doctor(pulse, config).stdout
