@@ -281,10 +281,13 @@ class HfpPlugin:
             try:
                 bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
             except Exception as e:  # OSError, and dbus-fast's own errors (authentication, a closed bus)
+                delay = backoff.next()
                 if not said_down:
                     log.warning("hfp: the system D-Bus is not reachable (%s); Bluetooth headsets wait for it", e)
                     said_down = True
-                await asyncio.sleep(backoff.next())
+                else:
+                    log.debug("hfp: the system D-Bus is still not reachable; next try in %.1f s", delay)
+                await asyncio.sleep(delay)
                 continue
             if said_down:
                 log.info("hfp: the system D-Bus is back")

@@ -277,3 +277,15 @@ async def test_a_number_dialled_on_the_headset_is_called(hfp_phone, bluealsa):
         assert rig.engine.sent("make_call")[0][0].startswith("sip:1003@")
         headset.send("ATD1004;")  # one call at a time
         await headset.expect_async("ERROR")
+
+
+async def test_without_a_system_bus_the_phone_says_so_once_and_keeps_taking_calls(phone_rig, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger="firmware_app.hfp")
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    async with phone_rig(PLUGINS, "[hfp]\nretry_first_s = 0.05\nretry_max_s = 0.05\n") as rig:
+        await rig.set_state(PhoneState.RINGING)
+        await rig.set_state(PhoneState.IN_CALL)
+        retries = lambda: [r for r in caplog.records if r.getMessage().startswith("hfp: the system D-Bus is still")]
+        await rig.wait(lambda: len(retries()) >= 3, what="three retries")
+        assert caplog.text.count("system D-Bus is not reachable") == 1
+        assert hfp_status(rig) == {"bluealsa": False, "audio_on_headset": False, "headsets": []}
