@@ -1,0 +1,1 @@
+"""Plugin: USB headsets' call controls through HID telephony (hidraw)."""
