@@ -214,7 +214,8 @@ def softphone_transfer_status(status: TransferStatus) -> None:
 def softphone_map_input(event: ButtonEvent, state: PhoneState) -> str | None:
     """Map a button gesture in the current phone state to an action name (``"answer"``, ``"transfer:desk"``).
 
-    The first plugin to return a name wins; return None to leave the event to others.
+    The first plugin to return a name wins; return None to leave the event to others, and "" to take it
+    without any action (a duplicate of an event another input already reported).
     """
 
 

@@ -357,7 +357,7 @@ class Phone:
 
     def map_input(self, event: ButtonEvent) -> str | None:
         """The action ``event`` would run now (the button mapping), without running it."""
-        return self.plugins.map_input(event, self.state)
+        return self.plugins.map_input(event, self.state) or None
 
     def wants_double(self, source: str, button: str) -> bool:
         """Whether a double press of this button means something right now (loop thread)."""
@@ -366,7 +366,7 @@ class Phone:
     def _on_input(self, event: ButtonEvent) -> tuple[str | None, asyncio.Task[Any] | None]:
         self._emit("input", source=event.source, button=event.button, gesture=event.gesture.value)
         action = self.plugins.map_input(event, self.state)
-        if action is None:
+        if not action:  # None: no plugin maps it; "": a plugin took it, as a duplicate or a no-op
             log.info("%s %s %s: nothing to do while %s", event.source, event.button, event.gesture, self.state)
             return None, None
         return action, self.spawn(self._run_input_action(event, action))

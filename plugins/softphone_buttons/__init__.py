@@ -64,6 +64,7 @@ CONTROL_DEFAULTS: dict[str, Mapping] = {
     "answer": _only(ringing="answer"),
     "hangup": _only(ringing="reject", in_call="hangup", on_hold="hangup"),
     "redial": _only(idle="redial"),
+    "flash": _only(in_call="hold_toggle", on_hold="hold_toggle"),  # a USB headset's Flash
     "voice_dial": _only(),
 }
 
