@@ -1,9 +1,11 @@
 """``python -m bench``: the app against a raw PJSUA2 baseline script, in one run, on loopback.
 
 Starts its own Kamailio (registrar/proxy; its log gives each SIP message's receive time), a baresip caller,
-a fake BlueZ with a BLE button, and then, for the app (``firmware-app run``) and for ``bench/baseline.py``:
+a fake BlueZ with a BLE button, bluealsa with a headset (tests/hfp/bluealsa_rig.py), and then, for the app
+(``firmware-app run``) and for ``bench/baseline.py``:
 
-1. pin edge and control-socket press -> the 200 OK on the wire (at the proxy): p50, p99, max;
+1. pin edge and control-socket press -> the 200 OK on the wire (at the proxy): p50, p99, max; and for the
+   app alone, a Bluetooth headset's ATA (HFP, through the real bluealsa on a private bus) -> the 200 OK;
 2. idle CPU of the registered phone (CPU time, all threads) and wake-ups per second;
 3. RSS with the GPIO, BLE, headset-key and transfer plugins loaded (and steady after calls);
 4. process start -> the registrar's 200 to REGISTER;
@@ -66,6 +68,10 @@ uri = "1003"
 label = "Front desk"
 """
 BENCH_PLUGIN = '[plugins]\nmodules = ["tests.plugins.bench_pin"]\n'
+#: The headset phone: the app phone's configuration plus Bluetooth headsets (the plugin's defaults).
+HFP = "\n[hfp]\n"
+HEADSET = "00:11:22:33:44:55"
+NO_HEADSET = "the baseline has no Bluetooth headset (bench/baseline.py is PJSUA2 alone)"
 
 
 def full_plugins(ble_address: str) -> str:
@@ -152,6 +158,7 @@ class Bench:
         self.caller: Caller
         self.ua: Baresip
         self.ble: Any = None
+        self.bluealsa: Any = None
         self.running: list[Phone] = []
         self.env: dict[str, str] = {}
         if not args.host_alsa:
@@ -173,6 +180,7 @@ class Bench:
         self.ua.stop()
         if self.ble is not None:
             self.ble.stop()
+        self.stop_bluealsa()
         self.pbx.stop()
 
     def app(self, name: str, body: str, env: dict[str, str] | None = None) -> AppPhone:
@@ -211,6 +219,37 @@ class Bench:
         say("fake BlueZ and a BLE button for the BLE plugin")
         self.ble = BleWorld(self.work / "bluez").start()
         return BUTTON
+
+    def start_headset(self, phone: AppPhone) -> Any:
+        """One HFP headset connects through bluealsa to ``phone`` as tests/hfp/test_plugin.py's ``connected()``
+        does: the phone takes its channel, bluealsa forwards (a bare AT answered OK), the SLC, service 1."""
+        assert self.bluealsa is not None
+        headset = self.bluealsa.connect(HEADSET, "HFP")
+
+        def held() -> dict[str, Any] | None:
+            headsets = phone.request({"cmd": "status"}).get("hfp", {}).get("headsets", [])
+            return next((h for h in headsets if h["address"] == HEADSET), None)
+
+        wait(held, 15, f"{phone.name} to hold the headset's channel", interval=0.05)
+        for _ in range(50):  # right after the phone's Open() bluealsa may still answer ERROR itself
+            headset.send("AT")
+            try:
+                headset.expect("OK", timeout=0.2)
+                break
+            except AssertionError:
+                continue
+        else:
+            raise BenchError("bluealsa never forwarded the headset's AT to the phone")
+        headset.slc()
+        headset.expect("+CIEV: 1,1")
+        wait(lambda: (held() or {}).get("ready"), 5, "the headset to be ready", interval=0.05)
+        return headset
+
+    def stop_bluealsa(self) -> None:
+        if self.bluealsa is not None:
+            rig, self.bluealsa = self.bluealsa, None
+            rig.stop()
+            (self.work / "bluealsa.log").write_text(rig.log())
 
     # -- 4 + 3: start to registered, RSS with every plugin --
 
@@ -263,11 +302,73 @@ class Bench:
 
     # -- 2 + 1: idle, then the presses --
 
-    def idle_and_latency(self) -> None:
-        app = self.app("app", DEVICE + BENCH_PLUGIN)
-        base = self.baseline("baseline")
-        self.start_registered(app, base)
-        time.sleep(self.args.settle)
+    def idle_and_latency(self, classic: bool = True, hfp: bool = True) -> None:
+        """``classic``: idle, then pin and control presses on the app and the baseline; ``hfp``: the headset's
+        ATA on an app phone of its own, interleaved with the presses (or alone when ``classic`` is off)."""
+        app = base = None
+        if classic:
+            app = self.app("app", DEVICE + BENCH_PLUGIN)
+            base = self.baseline("baseline")
+            self.start_registered(app, base)
+            time.sleep(self.args.settle)
+            self.idle(app, base)
+        latency: dict[str, Any] = {}
+        hphone = headset = None
+        if hfp:
+            from tests.hfp.bluealsa_rig import NOT_INSTALLED, Bluealsa, bluealsa_installed
+
+            if not bluealsa_installed():
+                say(f"headset path skipped: {NOT_INSTALLED}")
+                latency["hfp"] = {"skipped": NOT_INSTALLED}
+            else:
+                say("headset path: bluealsa on a private bus, an app phone with [hfp], one HFP headset")
+                self.bluealsa = Bluealsa().start()
+                hphone = self.app("app-hfp", DEVICE + BENCH_PLUGIN + HFP,
+                                  {"DBUS_SYSTEM_BUS_ADDRESS": self.bluealsa.bus_address})
+                self.start_registered(hphone)
+                headset = self.start_headset(hphone)
+                time.sleep(self.args.settle)
+                latency["hfp"] = {"phone": hphone.name, "address": HEADSET, "transport": "HFP",
+                                  "baseline": NO_HEADSET}
+        paths = (["pin", "control"] if classic else []) + (["hfp"] if headset is not None else [])
+        if not paths:
+            self.results["latency"] = latency
+            return
+        say(f"latency: {self.args.presses} presses per path per phone ({', '.join(paths)}), "
+            + ("interleaved app/baseline" if classic else "the headset alone")
+            + (", each round then the headset's ATA" if classic and headset is not None else ""))
+        cycle = Cycle(self.caller)
+        latency["loadavg"] = [os.getloadavg()]
+        jitter = Jitter()
+        for i in range(self.args.presses):
+            if app is not None and base is not None:
+                for path in ("pin", "control"):
+                    for phone in (app, base) if i % 2 == 0 else (base, app):
+                        cycle.call(phone, path)
+            if hphone is not None:
+                cycle.call(hphone, "hfp", headset)
+            if (i + 1) % 50 == 0:
+                say(f"  {i + 1}/{self.args.presses}")
+        late = jitter.stop()
+        match_wire(cycle.presses, self.wire)
+        latency["loadavg"].append(os.getloadavg())
+        latency["machine"] = {"n": len(late), "p50": statistics.median(late), "p99": percentile(late, 99),
+                              "max": max(late)}
+        for kind, phone in (("app", app), ("baseline", base)):
+            if phone is not None:
+                latency[kind] = {
+                    path: latency_summary([p for p in cycle.presses if p.phone == phone.name and p.path == path])
+                    for path in ("pin", "control")
+                }
+        if hphone is not None:
+            latency.setdefault("app", {})["hfp"] = latency_summary(
+                [p for p in cycle.presses if p.phone == hphone.name and p.path == "hfp"])
+        latency["samples"] = [vars(p) | {"latency_ms": p.latency_ms} for p in cycle.presses]
+        self.results["latency"] = latency
+        self.stop(*(p for p in (app, base, hphone) if p is not None))
+        self.stop_bluealsa()
+
+    def idle(self, app: AppPhone, base: BaselinePhone) -> None:
         say(f"idle: {self.args.idle:.0f} s, both phones registered and untouched")
         before = {p.kind: procstat.sample(p.pid) for p in (app, base)}
         tasks = {p.kind: procstat.per_thread(p.pid) for p in (app, base)}
@@ -283,30 +384,6 @@ class Bench:
             self.results["idle"][phone.kind]["by_thread"] = procstat.threads_between(
                 tasks[phone.kind], tasks_after[phone.kind], seconds, procstat.thread_names(phone.pid))
         self.results["idle"]["loadavg"] = [load0, os.getloadavg()]
-
-        say(f"latency: {self.args.presses} presses per path per phone, interleaved app/baseline")
-        cycle = Cycle(self.caller)
-        load0 = os.getloadavg()
-        jitter = Jitter()
-        for i in range(self.args.presses):
-            for path in ("pin", "control"):
-                for phone in (app, base) if i % 2 == 0 else (base, app):
-                    cycle.call(phone, path)
-            if (i + 1) % 50 == 0:
-                say(f"  {i + 1}/{self.args.presses}")
-        late = jitter.stop()
-        match_wire(cycle.presses, self.wire)
-        latency: dict[str, Any] = {"loadavg": [load0, os.getloadavg()]}
-        latency["machine"] = {"n": len(late), "p50": statistics.median(late), "p99": percentile(late, 99),
-                              "max": max(late)}
-        for kind, phone in (("app", app), ("baseline", base)):
-            latency[kind] = {
-                path: latency_summary([p for p in cycle.presses if p.phone == phone.name and p.path == path])
-                for path in ("pin", "control")
-            }
-        latency["samples"] = [vars(p) | {"latency_ms": p.latency_ms} for p in cycle.presses]
-        self.results["latency"] = latency
-        self.stop(app, base)
 
     # -- 5: soak --
 
@@ -378,6 +455,8 @@ def table(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
     lat = results.get("latency")
     if lat:
         for path, label in (("pin", "pin edge"), ("control", "`press` on the control socket")):
+            if path not in lat.get("app", {}) or path not in lat.get("baseline", {}):
+                continue
             a, b = lat["app"][path], lat["baseline"][path]
             for stat in ("p50", "p99", "max"):
                 target, met = "", None
@@ -387,9 +466,19 @@ def table(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
                     target, met = "≤ 5 ms", a["p99"] <= 5.0
                 row(f"{label} → 200 OK at the proxy, {stat} (ms; n={a['n']}/{b['n']})", a.get(stat), b.get(stat),
                     target, met)
-        m = lat["machine"]
-        rows.append((f"machine: how late a sleeping thread woke meanwhile, p50 / p99 / max (ms; n={m['n']})",
-                     f"{m['p50']:.2f} / {m['p99']:.2f} / {m['max']:.2f}", "", "", "", ""))
+        hfp = lat.get("hfp", {})
+        label = "headset `ATA` (HFP, through bluealsa) → 200 OK at the proxy"
+        if "skipped" in hfp:
+            rows.append((f"{label}: not measured", hfp["skipped"], "", "", "", ""))
+        elif "hfp" in lat.get("app", {}):
+            a = lat["app"]["hfp"]
+            for stat in ("p50", "p99", "max"):
+                rows.append((f"{label}, {stat} (ms; n={a['n']}; app only)", _fmt(a.get(stat)), "no headset¹", "—",
+                             "", ""))
+        m = lat.get("machine")
+        if m:
+            rows.append((f"machine: how late a sleeping thread woke meanwhile, p50 / p99 / max (ms; n={m['n']})",
+                         f"{m['p50']:.2f} / {m['p99']:.2f} / {m['max']:.2f}", "", "", "", ""))
     idle = results.get("idle")
     if idle:
         a, b = idle["app"], idle["baseline"]
@@ -437,6 +526,10 @@ def table(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
     head = ("measurement", "app", "baseline", "app/baseline", "target (app)", "")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if any(r[2] == "no headset¹" for r in rows):
+        lines += ["", f"¹ {NO_HEADSET}: the headset rows are the app's alone, without a ratio; the app phone "
+                  "there is one of its own (the same configuration plus `[hfp]`), its calls interleaved with "
+                  "the pin and control presses when those run too."]
     return "\n".join(lines), verdicts
 
 
@@ -472,13 +565,16 @@ def header(results: dict[str, Any]) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                 epilog="python -m bench flood | soak --help: the stress benches (bench/README.md)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 30 presses, 10 s idle, 100 soak calls, 2 starts")
-    p.add_argument("--presses", type=int, help="presses per path per phone (default 250)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 30 presses (and headset ATAs), 10 s idle, 100 soak calls, 2 starts")
+    p.add_argument("--presses", type=int,
+                   help="presses per path per phone, and headset ATAs (default 250; --quick 30)")
     p.add_argument("--idle", type=float, help="idle seconds (default 60)")
     p.add_argument("--soak", type=int, help="soak calls per phone (default 1000)")
     p.add_argument("--starts", type=int, help="starts per phone for start -> registered (default 7)")
-    p.add_argument("--only", default="startup,idle,latency,soak",
-                   help="comma-separated phases: startup (also RSS), idle (also latency), latency, soak")
+    p.add_argument("--only", default="startup,idle,latency,hfp,soak",
+                   help="comma-separated phases: startup (also RSS), idle (also latency), latency (also idle), "
+                        "hfp (the headset's ATA, interleaved with the latency presses, or alone), soak")
     p.add_argument("--host-alsa", action="store_true",
                    help="give the phones this machine's ALSA configuration (default: the image's, no plugins)")
     p.add_argument("--json", type=Path, help="write every figure and sample here")
@@ -514,8 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         with Bench(args, work) as bench:
             if "startup" in phases:
                 bench.startup_and_rss()
-            if "idle" in phases or "latency" in phases:
-                bench.idle_and_latency()
+            classic = "idle" in phases or "latency" in phases
+            if classic or "hfp" in phases:
+                bench.idle_and_latency(classic=classic, hfp="hfp" in phases)
             if "soak" in phases:
                 bench.soak()
             results = bench.results

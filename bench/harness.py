@@ -332,9 +332,9 @@ class Caller:
 @dataclass
 class Press:
     phone: str
-    path: str  # "pin" or "control"
+    path: str  # "pin", "control" or "hfp"
     call_id: str
-    edge: float  # time.time() of the deciding pin edge, or of sending the control command
+    edge: float  # time.time() of the deciding pin edge, of sending the control command, or of the headset's ATA
     wire: float | None = None  # when the 200 OK reached the proxy
 
     @property
@@ -349,9 +349,19 @@ class Cycle:
     presses: list[Press] = field(default_factory=list)
     _tags: int = 0
 
-    def call(self, phone: Phone, path: str) -> Press:
-        """Ring the phone, answer it through `path`, hang up from the caller."""
+    def call(self, phone: Phone, path: str, headset: Any = None) -> Press:
+        """Ring the phone, answer it through `path`, hang up from the caller.
+
+        ``hfp``: ``headset`` (tests/hfp/bluealsa_rig.py's Headset, its SLC done with this phone through
+        bluealsa) must also have got ``RING`` before the pause; it then sends ``ATA``, timed just before the
+        write. Its ``OK`` and indicators are checked, and ``+CIEV: 2,0`` awaited after the hang-up, so the
+        next call finds it idle.
+        """
+        if path == "hfp":
+            headset.take()  # what the last call left (a late RING)
         call_id = self.caller.ring(phone)
+        if path == "hfp":
+            headset.expect("RING", 5.0)
         time.sleep(random.uniform(*self.settle))
         if path == "pin":
             self._tags += 1
@@ -360,10 +370,19 @@ class Cycle:
             self.caller.established(call_id)
             edges = phone.edges(tag)
             edge = edges[0] if phone.deciding_edge == "press" else edges[1]
+        elif path == "hfp":
+            edge = time.time()
+            headset.send("ATA")
+            self.caller.established(call_id)
+            lines = headset.expect("+CIEV: 3,0", 5.0)
+            if "OK" not in lines or "ERROR" in lines:
+                raise BenchError(f"{phone.name}: the headset's ATA got {lines}")
         else:
             edge = phone.press_control()
             self.caller.established(call_id)
         self.caller.hang_up(call_id)
+        if path == "hfp":
+            headset.expect("+CIEV: 2,0", 5.0)
         press = Press(phone.name, path, call_id, edge)
         self.presses.append(press)
         return press
