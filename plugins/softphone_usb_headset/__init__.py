@@ -14,7 +14,7 @@ and ``redial``. They go through the same mapping as every other control.
 ```toml
 [usb_headset]          # the table's presence turns the plugin on
 match = ""             # a USB ID ("0b0e:245e"), a part of the name ("Jabra") or a path; "" = the first one
-hook_echo_ms = 500     # a hook report that only repeats what the phone just set is ignored this long
+hook_echo_ms = 500     # hook reports right after the phone changed Off-Hook are the headset's echo: ignored
 ```
 """
 
@@ -34,7 +34,7 @@ from firmware_app import Phone, hookimpl
 from firmware_app.config import Config
 from firmware_app.gestures import ControlKind, Timing
 from firmware_app.inputs import DeviceStatus, InputControl
-from firmware_app.model import ButtonEvent, Call, CallState, PhoneState
+from firmware_app.model import ButtonEvent, Call, CallState, Gesture, PhoneState
 
 from .devices import HidrawDevices, HidrawNode, SysfsHidraw
 from .hid import POLY_VENDOR_PAGE, Control, DescriptorError, NotTelephonyError, OutputState, TelephonyHeadset
@@ -68,7 +68,7 @@ class _Open:
         self.closed = asyncio.Event()
         self.values: dict[str, int] = {}  # the last value of each control read
         self.written: OutputState | None = None
-        self.off_hook_set_at = -1e9  # monotonic time the phone last changed Off-Hook
+        self.echo: tuple[int, float] | None = None  # the hook value expected back, until when (monotonic)
         self.logged: set[str] = set()
         self.window_start, self.window_reports = 0.0, 0
 
@@ -239,14 +239,17 @@ class UsbHeadsetPlugin:
         held.values[name] = value
         relative = control is not None and control.relative
         recognizer = self.controls.get(name)
-        if recognizer is None or (relative and not value) or (not relative and value == previous):
+        if recognizer is None or (relative and not value) or (not relative and value == previous and held.echo is None):
             return  # nothing happened to this control (the report was about another one)
         if name == "hook_switch" and not relative:  # a latching hook: lifted (1) or put back (0)
-            written = held.written.off_hook if held.written else False
-            if value == written and time.monotonic() - held.off_hook_set_at < self.config.hook_echo_ms / 1000:
-                log.debug("usb_headset: hook %s is the echo of the phone's Off-Hook; ignored", value)
-            else:
-                recognizer.edge(bool(value))
+            if held.echo is not None and time.monotonic() < held.echo[1]:
+                # The headset following the phone's own Off-Hook: its echo, and any stale report before it.
+                if value == held.echo[0]:
+                    held.echo = None
+                log.debug("usb_headset: hook %s follows the phone's Off-Hook: not the user's", value)
+                return
+            held.echo = None
+            recognizer.gesture(Gesture.DOWN if value else Gesture.UP)  # a report is a clean change: no settling
             return
         if name == "mute":
             self._hid_mute_at = time.monotonic()
@@ -321,8 +324,13 @@ class UsbHeadsetPlugin:
         held = self.open
         if held is None:
             return
-        if held.written is None or held.written.off_hook != wanted.off_hook:
-            held.off_hook_set_at = time.monotonic()
+        off_hook = int(wanted.off_hook)
+        changed = held.written is None or held.written.off_hook != wanted.off_hook
+        if changed and held.values.get("hook_switch", 0) != off_hook and self.config.hook_echo_ms:
+            # The headset takes the host's hook state and reports it back: for a moment, until that echo
+            # (or the window's end), its hook reports are not the user's. When the user's own hook caused
+            # the change, the headset is in that state already and nothing is waited for.
+            held.echo = (off_hook, time.monotonic() + self.config.hook_echo_ms / 1000)
         held.written = wanted
         for report in held.headset.output_reports(wanted).values():
             try:

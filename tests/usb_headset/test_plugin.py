@@ -101,11 +101,13 @@ async def send_soon(end: socket.socket, report: bytes) -> None:
 def usb_phone(phone_rig):
     """``async with usb_phone(hidraw, extra) as rig``: a phone whose USB headset plugin sees ``hidraw``."""
 
-    def start(hidraw: FakeHidraw, extra: str = "", plugins: list[str] = PLUGINS):
+    def start(hidraw: FakeHidraw, extra: str = "", plugins: list[str] = PLUGINS, echo_ms: int = 0):
+        """``echo_ms``: the hook echo window, off unless a test is about it (a test's hook comes at once)."""
+
         def hand_over(host: Any) -> None:
             host.pm.get_plugin("softphone_usb_headset")._devices = hidraw
 
-        return phone_rig(plugins, CONFIG + extra, before=hand_over)
+        return phone_rig(plugins, f"{CONFIG}hook_echo_ms = {echo_ms}\n{extra}", before=hand_over)
 
     return start
 
@@ -176,13 +178,14 @@ async def test_the_kernels_micmute_for_the_same_press_does_not_toggle_twice(usb_
 async def test_the_hook_echo_of_the_phones_own_off_hook_is_ignored(usb_phone):
     hidraw = FakeHidraw()
     hidraw.plug(d.JABRA_LIKE)
-    async with usb_phone(hidraw, "hook_echo_ms = 5000\n") as rig:
+    async with usb_phone(hidraw, echo_ms=5000) as rig:
         end = await opened(rig, hidraw)
         await rig.set_state(PhoneState.RINGING)
         assert await next_report(rig, end) == b"\x03\x02"
         rig.phone.answer()  # answered elsewhere (a GPIO button): the phone sets Off-Hook ...
         assert await next_report(rig, end) == b"\x03\x01"
-        end.send(b"\x02\x01\x00")  # ... and the headset echoes it as its hook state
+        end.send(b"\x02\x00\x00")  # ... and the headset reports a stale on-hook, then its echo of it
+        end.send(b"\x02\x01\x00")
         end.send(b"\x02\x09\x00")  # Flash pressed and released (hold): the witness that the echo was read
         end.send(b"\x02\x01\x00")
         await rig.wait(lambda: rig.phone.state is PhoneState.ON_HOLD, what="the flash")
