@@ -649,7 +649,7 @@ class SipEngine:
         devices = [adm.getDevInfo(i) for i in range(adm.getDevCount())]
         self.sound_devices = [(d.name, d.inputCount, d.outputCount) for d in devices]
         if not devices:
-            raise CommandError("this PJSUA2 build has no sound backend")
+            raise CommandError("PJSUA2 lists no sound device (ALSA has none it can open, or this build has no sound)")
         try:
             capture = self._choose_device(device or audio.capture_device, capture=True)
             playback = self._choose_device(device or audio.playback_device, capture=False)

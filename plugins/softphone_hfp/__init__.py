@@ -206,8 +206,10 @@ class HfpPlugin:
         assert phone is not None
         in_call = any(c.state in _ANSWERED for c in phone.calls())
         wanted = in_call and any(h.ready and h.call_id is not None for h in self.headsets.values())
-        if wanted == self.routed:
-            return
+        if not in_call and self._route_failed:
+            self._route_failed = None  # the next call tries again
+        if wanted == self.routed or (wanted and self._route_failed):
+            return  # a route that failed is tried again when a headset comes or goes, or at the next call
         try:
             devices = phone.route_audio(self.config.pcm if wanted else None)
         except CommandError as e:
@@ -434,6 +436,7 @@ class HfpPlugin:
         )
         headset = Headset(path, address_of(path), transport, int(_value(properties.get("Features"), 0)), sock, dialogue)
         self.headsets[path] = headset
+        self._route_failed = None
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, headset)
         if transport is Transport.HFP:
             headset.slc_timer = phone.call_later(self.config.slc_wait_s, self._slc_assumed, headset)
@@ -492,6 +495,7 @@ class HfpPlugin:
         if self.headsets.get(headset.path) is not headset:
             return
         del self.headsets[headset.path]
+        self._route_failed = None
         headset.dialogue.close()
         if headset.slc_timer is not None:
             headset.slc_timer.cancel()
