@@ -47,12 +47,31 @@ def run(config_path: str) -> dict[str, Any]:
         if config is not None:
             report["configured"] = _configured(config, report, problems)
     if config is not None:
+        report["plugins"] = _plugin_sections(config_path, problems)
         report["registrar"] = check_registrar(config)
         if not report["registrar"]["ok"]:
             problems.append(f"registrar {report['registrar']['target']}: {report['registrar']['error']}")
     report["problems"] = problems
     report["ok"] = not problems
     return report
+
+
+def _plugin_sections(config_path: str, problems: list[str]) -> dict[str, Any]:
+    """Each plugin's own findings (:func:`firmware_app.hookspecs.softphone_doctor`), by section name."""
+    from firmware_app import app
+
+    try:
+        config, host = app.prepare(config_path, secrets=False)
+    except ConfigError as e:
+        problems.append(str(e))
+        return {}
+    sections: dict[str, Any] = {}
+    for section in host.doctor(config):
+        if not isinstance(section, dict) or not section.get("name"):
+            continue
+        sections[str(section["name"])] = section
+        problems.extend(str(p) for p in section.get("problems", ()))
+    return sections
 
 
 @contextlib.contextmanager
@@ -297,6 +316,9 @@ def format_text(report: dict[str, Any]) -> str:
                 lines.append(f"  {key:<16}{configured} -> {detail}  OK")
             else:
                 lines.append(f"  {key:<16}{configured}  NOT FOUND{': ' + entry['error'] if entry.get('error') else ''}")
+    for name, section in report.get("plugins", {}).items():
+        for i, line in enumerate(section.get("lines") or ["nothing found"]):
+            lines.append(f"{name if i == 0 else '':<12}{line}")
     r = report.get("registrar")
     if r:
         if r["ok"]:

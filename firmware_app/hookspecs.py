@@ -234,3 +234,18 @@ def softphone_register_actions(register: RegisterAction) -> None:
 
     Buttons, the CLI and other plugins run them by name, with an optional argument after a colon.
     """
+
+
+# --- diagnosis -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def softphone_doctor(config: Config) -> dict[str, Any] | None:
+    """What this plugin finds on the machine, for ``firmware-app doctor`` (the phone need not run).
+
+    Return ``{"name": "usb_headset", "lines": [...], "problems": [...], "data": {...}}``: ``lines`` are what a
+    person reads (one finding each), ``problems`` what needs their attention (each becomes one of the
+    report's problems), ``data`` plain JSON values for fleet tools. None: nothing to say. Look, do not touch:
+    no device is opened for writing and nothing is changed.
+    """
+

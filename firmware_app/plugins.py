@@ -159,6 +159,9 @@ class PluginHost:
     def transfer_status(self, status: TransferStatus) -> None:
         self._call("softphone_transfer_status", status=status)
 
+    def doctor(self, config: Any) -> list[dict[str, Any]]:
+        return self._call("softphone_doctor", config=config)
+
     def map_input(self, event: ButtonEvent, state: PhoneState) -> str | None:
         return self._call("softphone_map_input", event=event, state=state)
 

@@ -41,7 +41,7 @@ cp "$pjsua2"/_pjsua2*.so "$pjsua2/pjsua2.py" "$site/"
 
 install -m 0644 "$src"/systemd/*.service "$src"/systemd/*.timer /usr/lib/systemd/system/
 install -D -m 0644 "$src/systemd/sysusers.d/firmware-app.conf" /usr/lib/sysusers.d/firmware-app.conf
-install -D -m 0644 "$src/systemd/udev/60-firmware-app-gpio.rules" /usr/lib/udev/rules.d/60-firmware-app-gpio.rules
+install -D -m 0644 -t /usr/lib/udev/rules.d "$src"/systemd/udev/60-firmware-app-gpio.rules "$src"/systemd/udev/60-firmware-app-hid-telephony.rules
 install -D -m 0644 "$src/image/provision/firmware_provision.py" /usr/lib/firmware-app/firmware_provision.py
 install -D -m 0644 -t /usr/lib/systemd/system/bluealsa.service.d "$src/systemd/bluealsa.service.d/firmware-app.conf"
 install -D -m 0644 -t /etc/alsa/conf.d "$src/plugins/softphone_hfp/60-firmware-app-bluetooth.conf"

@@ -51,7 +51,7 @@ version=$(in_root /opt/firmware-app/bin/python3 -c 'import pjsua2; print(pjsua2.
 [[ $version == 2.17* ]] || { log "PJSUA2 in the image is $version, not 2.17"; exit 1; }
 log "PJSUA2 $version"
 
-# 2. Units, system user and groups, udev rules (gpio group, Wi-Fi), provisioning.
+# 2. Units, system user and groups, udev rules (gpio group, USB headsets' telephony nodes, Wi-Fi), provisioning.
 install -m 0644 "$FW_REPO"/systemd/*.service "$FW_REPO"/systemd/*.timer "$root/usr/lib/systemd/system/"
 install -D -m 0644 "$FW_REPO/systemd/sysusers.d/firmware-app.conf" "$root/usr/lib/sysusers.d/firmware-app.conf"
 install -D -m 0644 -t "$root/usr/lib/udev/rules.d" "$FW_REPO"/systemd/udev/*.rules

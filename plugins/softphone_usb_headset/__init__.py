@@ -37,7 +37,7 @@ from firmware_app.inputs import DeviceStatus, InputControl
 from firmware_app.model import ButtonEvent, Call, CallState, Gesture, PhoneState
 
 from .devices import HidrawDevices, HidrawNode, SysfsHidraw
-from .hid import POLY_VENDOR_PAGE, Control, DescriptorError, NotTelephonyError, OutputState, TelephonyHeadset
+from .hid import POLY_VENDOR_PAGE, Control, DescriptorError, NotTelephonyError, OutputState, TelephonyHeadset, describe
 
 log = logging.getLogger("firmware_app.usb_headset")
 
@@ -124,6 +124,31 @@ class UsbHeadsetPlugin:
         for control in self.controls.values():
             control.close()
         self.phone = None
+
+    @hookimpl
+    def softphone_doctor(self, config: Config) -> dict[str, Any]:
+        """Every hidraw node, telephony or not, with the controls of its telephony side."""
+        nodes = self.devices.scan()
+        lines, problems, data = [], [], []
+        for node in nodes:
+            lines.append(f"{node.path} {node.name} ({node.usb_id}): {describe(node.descriptor)}")
+            data.append({"path": node.path, "name": node.name, "usb_id": node.usb_id, "telephony": node.telephony(),
+                         "description": describe(node.descriptor)})
+        if not nodes:
+            lines.append("no hidraw nodes (no USB headset plugged in, or no HID support)")
+        if self.enabled:
+            chosen = next((n for n in nodes if n.matches(self.config.match) and n.telephony()), None)
+            wanted = f" matching {self.config.match!r}" if self.config.match else ""
+            if chosen is None:
+                problems.append(f"usb_headset: no USB headset with a telephony interface{wanted}")
+            elif not os.access(chosen.path, os.R_OK | os.W_OK):
+                problems.append(
+                    f"usb_headset: {chosen.path} ({chosen.name}) cannot be opened by this user: the udev rule "
+                    "60-firmware-app-hid-telephony.rules gives it to group firmware-app"
+                )
+            else:
+                lines.append(f"the phone uses {chosen.path}")
+        return {"name": "usb_headset", "lines": lines, "problems": problems, "data": {"nodes": data}}
 
     # --- finding and holding the headset -----------------------------------------------------------------
 
