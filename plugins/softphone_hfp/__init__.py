@@ -37,7 +37,7 @@ from firmware_app.config import Config
 from firmware_app.errors import CommandError
 from firmware_app.extras import import_extra
 from firmware_app.inputs import Backoff
-from firmware_app.model import ButtonEvent, Call, CallState, Direction, Gesture
+from firmware_app.model import ButtonEvent, Call, CallState, Gesture
 
 from .dialogue import MAX_LINE, AgDialogue, HeadsetButton, Transport, VolumeKind
 

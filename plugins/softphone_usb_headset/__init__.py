@@ -252,7 +252,7 @@ class UsbHeadsetPlugin:
             self._once(held, result.ignored.split(" has ")[0], f"ignored a report: {result.ignored}")
             return
         if result.extra_bytes:
-            self._once(held, "long", f"its reports are longer than its descriptor says; the extra bytes are ignored")
+            self._once(held, "long", "its reports are longer than its descriptor says; the extra bytes are ignored")
         for usage_name, value in result.values.items():
             name = CONTROLS.get(usage_name)
             if name is not None:

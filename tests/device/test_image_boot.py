@@ -113,6 +113,9 @@ domain = "{kamailio.domain}"
 user = "{USER}"
 transport = "tcp"
 reg_expiry = 120
+
+[hfp]
+[usb_headset]
 """)
     secrets = tmp_path / "firmware-app-secrets.toml"
     secrets.write_text(f'password = "{PASSWORD}"\n')
@@ -173,6 +176,9 @@ reg_expiry = 120
         # Per-device identity made on this first boot, none carried by the image.
         assert "Initializing machine ID from random generator" in text()
         assert re.search(r"Finished .*firmware-ssh-hostkeys\.service", text())
+        # The headset plugins run on a device with neither a Bluetooth adapter nor a USB headset: said once.
+        wait_for(r"hfp: bluealsa is not running", "the Bluetooth headset plugin's start")
+        wait_for(r"usb_headset headset: missing", "the USB headset plugin's start")
         assert "firmware" not in _failed_units(text())
         assert "ordering cycle" not in text()
     finally:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from firmware_app.model import ButtonEvent, Gesture, PhoneState
-from softphone_usb_headset import UsbHeadsetPlugin
 from softphone_usb_headset.devices import HidrawNode
 from tests.inputs.conftest import Rig
 from tests.usb_headset import descriptors as d
