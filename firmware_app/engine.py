@@ -831,13 +831,18 @@ class SipEngine:
     def answer(self, call_id: int) -> None:
         self._answer(call_id, 200)
 
-    def reject(self, call_id: int, code: int) -> None:
-        self._answer(call_id, code)
+    def reject(self, call_id: int, code: int, contact: str = "") -> None:
+        """Answer ``code``; a 3xx with ``contact`` (a SIP URI) tells the caller where to call instead."""
+        self._answer(call_id, code, contact)
 
-    def _answer(self, call_id: int, code: int) -> None:
+    def _answer(self, call_id: int, code: int, contact: str = "") -> None:
         call = self._call(call_id)
         prm = pj.CallOpParam(True)
         prm.statusCode = code
+        if contact:
+            header = pj.SipHeader()
+            header.hName, header.hValue = "Contact", f"<{contact}>"
+            prm.txOption.headers.append(header)
         self._do(f"answer {code}", lambda: call.answer(prm))
 
     def hangup(self, call_id: int) -> None:

@@ -22,6 +22,7 @@ from firmware_app.model import (
     IncomingAction,
     MessageWaiting,
     PhoneState,
+    Refusal,
     Registration,
     TransferStatus,
 )
@@ -170,6 +171,17 @@ def softphone_incoming_call(call: Call) -> IncomingAction | None:
     """A call came in. Return whether to ring it, answer it at once or reject it.
 
     The first plugin to return something decides; when none does, the call rings.
+    """
+
+
+@hookspec(firstresult=True)
+def softphone_screen_call(call: Call, busy_with: Call | None) -> Refusal | None:
+    """A call came in from a trusted source; before anything rings, a plugin may refuse it.
+
+    Return a :class:`firmware_app.model.Refusal` (do not disturb: 486/480/603; forwarding: 302 with a
+    contact) and the call is answered with it and never becomes one of the phone's calls (no other hook
+    hears of it; the event stream gets ``call_refused``). ``busy_with`` is the call in progress, if any. The
+    first plugin to return one decides; None lets the call go on.
     """
 
 

@@ -102,6 +102,15 @@ class MessageWaiting:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """How to refuse a call before it rings (:func:`softphone_screen_call`): the SIP answer to send."""
+
+    code: int  # 486 Busy Here, 480 Temporarily Unavailable, 603 Decline, 302 Moved Temporarily...
+    reason: str = ""  # for the log and the event stream: "do not disturb", "forwarded"
+    contact: str = ""  # a 3xx answer's Contact: where the caller should call instead
+
+
+@dataclass(frozen=True, slots=True)
 class ButtonEvent:
     """One gesture on one control, whatever kind of control it came from."""
 

@@ -543,6 +543,13 @@ class Phone:
             self._refuse(call.id, 503)
             return
         busy = self._live_records()
+        refusal = self.plugins.screen_call(call, busy[0].view() if busy else None)
+        if refusal is not None:
+            log.info("call %s from %s: refused with %s (%s)", call.id, call.remote_uri, refusal.code, refusal.reason)
+            self._refuse(call.id, refusal.code, refusal.contact)
+            self._emit("call_refused", call_id=call.id, remote_uri=call.remote_uri, code=refusal.code,
+                       reason=refusal.reason, contact=refusal.contact)
+            return
         if busy:
             log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
             self._refuse(call.id, 486)
@@ -567,11 +574,11 @@ class Phone:
             # The caller gave up before we could answer: its end is on the way and will close the record.
             log.info("call %s: %s not sent: %s", call.id, decision, e)
 
-    def _refuse(self, call_id: int, code: int) -> None:
+    def _refuse(self, call_id: int, code: int, contact: str = "") -> None:
         """Answer a call the plugins never see (its end is not reported to them either)."""
         self._screened.add(call_id)
         try:
-            self._engine().reject(call_id, code)
+            self._engine().reject(call_id, code, contact)
         except CommandError as e:
             log.info("call %s: refusal not sent: %s", call_id, e)
 

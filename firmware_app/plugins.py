@@ -27,6 +27,7 @@ from firmware_app.model import (
     IncomingAction,
     MessageWaiting,
     PhoneState,
+    Refusal,
     Registration,
     TransferStatus,
 )
@@ -143,6 +144,13 @@ class PluginHost:
         except ValueError:
             log.error("a plugin answered softphone_incoming_call with %r; ringing instead", result)
             return None
+
+    def screen_call(self, call: Call, busy_with: Call | None) -> Refusal | None:
+        result = self._call("softphone_screen_call", call=call, busy_with=busy_with)
+        if result is not None and not isinstance(result, Refusal):
+            log.error("a plugin answered softphone_screen_call with %r; letting the call in", result)
+            return None
+        return result
 
     def call_state_changed(self, call: Call, previous: CallState | None) -> None:
         self._call("softphone_call_state_changed", call=call, previous=previous)

@@ -135,8 +135,8 @@ class FakeEngine:
         self._set(call_id, CallState.ACTIVE, 200, "OK")
         self.post(MediaEvent(call_id, local_hold=False, active=True))
 
-    def reject(self, call_id: int, code: int) -> None:
-        self._command("reject", call_id, code)
+    def reject(self, call_id: int, code: int, contact: str = "") -> None:
+        self._command("reject", call_id, code, *([contact] if contact else []))
         self._set(call_id, CallState.ENDED, code, "")
 
     def hangup(self, call_id: int) -> None:

@@ -55,8 +55,9 @@ from firmware_app.config import Config
 from firmware_app.errors import CommandError, ConfigError
 from firmware_app.hookspecs import RegisterAction
 from firmware_app.model import Call, CallState, PhoneState, TransferState, TransferStatus
+from firmware_app.state import load_state, save_state, state_dir
 
-from .mixer import Mixer, default_state_file, load_state, save_state
+from .mixer import Mixer
 from .player import AlsaPlayer, Sound
 
 log = logging.getLogger("softphone_audio")
@@ -93,7 +94,7 @@ class AudioPlugin:
         self.mixer_settings = _MixerSettings()
         self.sound_settings = _SoundSettings()
         self.sounds: dict[str, Sound] = {}
-        self.state_file = default_state_file()
+        self.state_file = state_dir() / "audio.json"
         self.phone: Phone | None = None
         self.mixer: Mixer | None = None
         self.mixer_error = ""
@@ -176,7 +177,7 @@ class AudioPlugin:
             return
         try:
             self.mixer = Mixer.open(m.device, playback, m.playback_control, m.capture_control)
-            saved = load_state(self.state_file).get("volume")
+            saved = load_state(self.state_file, "audio").get("volume")
             if isinstance(saved, int) and not isinstance(saved, bool):
                 self.volume = self._clamp(saved)
                 self.mixer.set_volume(self.volume)
@@ -209,7 +210,7 @@ class AudioPlugin:
         if not (self.muted and not mixer.playback_switch):  # without a switch, muted is the volume at 0
             mixer.set_volume(target)
         self.volume = target
-        save_state(self.state_file, {"volume": target})
+        save_state(self.state_file, {"volume": target}, "audio")
         return self._volume_changed(at_limit=target == limit)
 
     def mute_toggle(self, phone: Phone, argument: str | None) -> dict[str, Any]:

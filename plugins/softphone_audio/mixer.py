@@ -8,10 +8,7 @@ can be unplugged and plugged back in, and an open pyalsaaudio Mixer keeps the va
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from firmware_app import alsa
@@ -19,13 +16,6 @@ from firmware_app.errors import CommandError
 
 log = logging.getLogger("softphone_audio")
 
-DEFAULT_STATE_FILE = Path("/var/lib/firmware-app/audio.json")
-
-
-def default_state_file() -> Path:
-    """``$STATE_DIRECTORY/audio.json`` under systemd (``StateDirectory=firmware-app``), else /var/lib/firmware-app."""
-    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state_dir) / "audio.json" if state_dir else DEFAULT_STATE_FILE
 
 
 class Mixer:
@@ -85,25 +75,3 @@ class Mixer:
             return False
         self._use(self.capture, "mute the microphone", lambda m: m.setrec(0 if muted else 1))
         return True
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        log.warning("audio state %s cannot be read (%s): starting from the mixer's own settings", path, e)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a power cut leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(state) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        log.warning("audio state %s cannot be written: %s", path, e)

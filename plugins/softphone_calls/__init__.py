@@ -13,18 +13,36 @@ support = "sip:support@pbx.example.com"
 [buttons.controls.main.idle]
 long = "call:reception"
 ```
+
+Do not disturb: ``dnd`` toggles it (``dnd:on``, ``dnd:off``), from a button or ``firmware-app action dnd``.
+While it is on, calls are refused with ``code`` before anything rings; a call in progress goes on. It is
+kept across restarts unless ``remember = false``. ``firmware-app status`` shows it under ``dnd``, the event
+stream has a ``dnd`` event at each change, and the GPIO status LED shows it while idle.
+
+```toml
+[dnd]
+code = 486           # 486 Busy Here, 480 Temporarily Unavailable or 603 Decline
+remember = true
+state_file = ""      # "" = $STATE_DIRECTORY/dnd.json, else /var/lib/firmware-app/dnd.json
+```
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from firmware_app import Phone, hookimpl
 from firmware_app.config import Config
 from firmware_app.errors import CommandError, ConfigError
 from firmware_app.hookspecs import RegisterAction
-from firmware_app.model import Call, CallState, Direction
+from firmware_app.model import Call, CallState, Direction, Refusal
+from firmware_app.state import load_state, save_state, state_dir
+
+log = logging.getLogger("firmware_app.calls")
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 
@@ -58,12 +76,22 @@ async def hold_toggle(phone: Phone, argument: str | None) -> object:
     return await hold(phone, None)
 
 
+class DndConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    code: Literal[486, 480, 603] = 486
+    remember: bool = True
+    state_file: str = ""
+
+
 class CallsPlugin:
     """The call actions; ``call`` with the speed-dial names, and ``redial``: the last number this phone called."""
 
     def __init__(self) -> None:
         self.speed_dial: dict[str, str] = {}
         self.last_called: str | None = None
+        self.dnd_config = DndConfig()
+        self.dnd_file = state_dir() / "dnd.json"
+        self.dnd = False
+        self.phone: Phone | None = None
 
     @hookimpl
     def softphone_configure(self, config: Config) -> None:
@@ -74,6 +102,40 @@ class CallsPlugin:
             if not isinstance(target, str) or not target.strip():
                 raise ConfigError(str(config.path), f"speed_dial.{name}", "expected a number or a SIP URI to call")
         self.speed_dial = {name: target.strip() for name, target in table.items()}
+        self.dnd_config = config.convert(config.section("dnd"), DndConfig, "dnd")
+        if self.dnd_config.state_file:
+            self.dnd_file = config.path.parent / self.dnd_config.state_file
+
+    @hookimpl
+    def softphone_startup(self, phone: Phone) -> None:
+        self.phone = phone
+        if self.dnd_config.remember and load_state(self.dnd_file, "do-not-disturb").get("on") is True:
+            self.dnd = True
+            log.info("do not disturb is on (kept from the last run): calls are refused with %s", self.dnd_config.code)
+        self._show_dnd()
+
+    @hookimpl
+    def softphone_screen_call(self, call: Call, busy_with: Call | None) -> Refusal | None:
+        return Refusal(self.dnd_config.code, "do not disturb") if self.dnd else None
+
+    def set_dnd(self, phone: Phone, argument: str | None) -> dict[str, Any]:
+        """``dnd`` toggles, ``dnd:on`` and ``dnd:off`` set."""
+        if argument not in (None, "", "on", "off", "toggle"):
+            raise CommandError(f"dnd takes on, off or toggle, not {argument!r}")
+        on = (not self.dnd) if argument in (None, "", "toggle") else argument == "on"
+        if on != self.dnd:
+            self.dnd = on
+            log.info("do not disturb %s", f"on: calls are refused with {self.dnd_config.code}" if on else "off")
+            if self.dnd_config.remember:
+                save_state(self.dnd_file, {"on": on}, "do-not-disturb")
+        return self._show_dnd()
+
+    def _show_dnd(self) -> dict[str, Any]:
+        shown = {"on": self.dnd, "code": self.dnd_config.code}
+        if self.phone is not None:
+            self.phone.publish_status("dnd", shown)
+            self.phone.emit("dnd", **shown)
+        return shown
 
     @hookimpl
     def softphone_call_state_changed(self, call: Call, previous: CallState | None) -> None:
@@ -101,6 +163,7 @@ class CallsPlugin:
         register("call", self.dial)
         register("redial", self.redial)
         register("mute_call_toggle", mute_call_toggle)
+        register("dnd", self.set_dnd)
 
 
 def mute_call_toggle(phone: Phone, argument: str | None) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -61,7 +61,7 @@ class ButtonConfig(TimingConfig, kw_only=True, frozen=True, forbid_unknown_field
 
 
 #: A pattern: "off", "on", a built-in name, or [[on_s, off_s], ...] repeated for as long as it shows.
-Pattern = Literal["off", "on", "fast", "slow", "double", "flicker", "blip"] | list[
+Pattern = Literal["off", "on", "fast", "slow", "double", "flicker", "blip", "wink"] | list[
     tuple[Annotated[float, Meta(ge=0.02, le=10)], Annotated[float, Meta(ge=0.02, le=10)]]
 ]
 
@@ -71,6 +71,7 @@ PATTERNS: dict[str, tuple[tuple[float, float], ...]] = {
     "double": ((0.1, 0.1), (0.1, 0.7)),
     "flicker": ((0.05, 0.05),),
     "blip": ((0.1, 2.9),),
+    "wink": ((1.8, 0.2),),  # mostly on
 }
 
 
@@ -83,6 +84,7 @@ class StatusPatterns(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     in_call: Pattern = "on"
     on_hold: Pattern = "slow"
     not_registered: Pattern = "off"
+    dnd: Pattern = "wink"  # do not disturb (calls are refused)
     message_waiting: Pattern = "blip"  # voicemail waiting (SIP MWI)
     idle: Pattern = "off"
 
@@ -105,9 +107,9 @@ class GpioConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
 
 
 def status_condition(
-    state: PhoneState, registered: bool, message_waiting: bool, transfer_failed: bool
+    state: PhoneState, registered: bool, message_waiting: bool, transfer_failed: bool, dnd: bool = False
 ) -> str:
-    """The row of :class:`StatusPatterns` that applies: calls first, then registration, then voicemail."""
+    """The row of :class:`StatusPatterns` that applies: calls first, then registration, do not disturb, voicemail."""
     if transfer_failed and state in (PhoneState.IN_CALL, PhoneState.ON_HOLD, PhoneState.TRANSFERRING):
         return "transfer_failed"
     if state is PhoneState.TRANSFERRING:
@@ -120,6 +122,8 @@ def status_condition(
         return "on_hold"
     if not registered:
         return "not_registered"
+    if dnd:
+        return "dnd"
     return "message_waiting" if message_waiting else "idle"
 
 
@@ -184,6 +188,8 @@ class GpioPlugin:
         self._retry: asyncio.Task[None] | None = None
         self._registered = False
         self._waiting = False
+        self._dnd = False
+        self._unsubscribe: Any = None
         self._transfer_failed: asyncio.TimerHandle | None = None
 
     @hookimpl
@@ -212,6 +218,7 @@ class GpioPlugin:
             return
         self.phone = phone
         self._registered = phone.registration.state is RegistrationState.REGISTERED
+        self._unsubscribe = phone.subscribe(self._on_event)
         if not self._open_all():
             self._retry = phone.spawn(self._retry_missing())
 
@@ -219,6 +226,8 @@ class GpioPlugin:
     def softphone_shutdown(self, phone: Phone) -> None:
         if self.phone is None:  # never started (nothing configured, or no gpiozero), or stopped already
             return
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -264,6 +273,12 @@ class GpioPlugin:
             self._transfer_failed = self.phone.call_later(seconds, self._end_transfer_failed)
             self._refresh()
 
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """Do not disturb is the calls plugin's: its ``dnd`` events say when it changes."""
+        if event.get("event") == "dnd" and bool(event.get("on")) != self._dnd:
+            self._dnd = bool(event.get("on"))
+            self._refresh()
+
     def _end_transfer_failed(self) -> None:
         if self._transfer_failed is not None:
             self._transfer_failed.cancel()
@@ -274,7 +289,7 @@ class GpioPlugin:
         if self.phone is None:
             return
         condition = status_condition(
-            self.phone.state, self._registered, self._waiting, self._transfer_failed is not None
+            self.phone.state, self._registered, self._waiting, self._transfer_failed is not None, self._dnd
         )
         for led in self.leds.values():
             led.show(condition)

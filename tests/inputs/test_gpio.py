@@ -324,3 +324,25 @@ def test_configuration_mistakes_name_the_file_and_key(tmp_path, body, key, expec
     with pytest.raises(ConfigError) as e:
         app.prepare(str(path), secrets=False, strict=True)
     assert e.value.file == str(path) and e.value.key == key and expected in e.value.expected, str(e.value)
+
+
+def test_status_led_shows_do_not_disturb_while_idle(mock_pins, phone_rig, tmp_path) -> None:
+    body = f'[gpio.leds.status]\npin = 27\n[dnd]\nstate_file = "{tmp_path / "dnd.json"}"\n'
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            pin = mock_pins.pin(27)
+            await rig.set_registered(True)
+            pin.clear_states()
+            await rig.phone.run_action("dnd:on")  # mostly on: 1.8 s on, 0.2 s off
+            await recorded(pin, 4)
+            assert_pattern(pin, [(0, False), (0, True), (1.8, False), (0.2, True)])
+            await rig.set_state(PhoneState.IN_CALL)  # a call shows as a call
+            assert pin.state
+            await rig.set_state(PhoneState.IDLE)
+            await rig.phone.run_action("dnd:off")
+            assert not pin.state
+            conditions = [e["condition"] for e in rig.events if e["event"] == "led"]
+            assert conditions == ["not_registered", "idle", "dnd", "in_call", "dnd", "idle"]
+
+    asyncio.run(scenario())
