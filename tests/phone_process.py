@@ -51,7 +51,8 @@ class PhoneProcess:
         secrets.write_text(f'password = "{password}"\n')
         secrets.chmod(0o600)
         inherited = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not the test runner's
-        self.env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # What the phone keeps across restarts (volume, DND, recent calls) stays in the test's folder.
+        self.env = {**inherited, "PYTHONUNBUFFERED": "1", "STATE_DIRECTORY": str(workdir), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.events: list[dict[str, Any]] = []
         self._events_proc: subprocess.Popen[str] | None = None

@@ -53,7 +53,7 @@ TRANSFER_WAIT_S = 5.0
 _ANSWERED = (CallState.CONNECTING, CallState.ACTIVE, CallState.HELD, CallState.TRANSFERRING)
 _REQUEST_TERMINATED = 487  # CANCEL: the caller gave up (incoming), or we did (outgoing)
 
-Result = Literal["answered", "missed", "rejected", "busy", "failed", "cancelled"]
+Result = Literal["answered", "missed", "rejected", "busy", "refused", "failed", "cancelled"]
 
 
 class Entry(msgspec.Struct, kw_only=True, frozen=True):
@@ -125,6 +125,7 @@ class HistoryPlugin:
         self._loaded = False  # nothing is written before the file was read (a call may end before startup)
         self._writable = True  # False once a bad file could not be moved aside: it is not overwritten
         self._write_error = ""
+        self._unsubscribe: Callable[[], None] | None = None
 
     # --- configuration and lifecycle --------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class HistoryPlugin:
     @hookimpl
     def softphone_startup(self, phone: Phone) -> None:
         self.phone = phone
+        self._unsubscribe = phone.subscribe(self._on_event)
         early = self.entries  # calls that ended while the phone was starting (its first events)
         loaded = self._load()
         self.entries = (early + loaded)[: self.size]
@@ -160,6 +162,8 @@ class HistoryPlugin:
 
     @hookimpl
     def softphone_shutdown(self, phone: Phone) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         # The phone hung every call up before this; a call still here is written as it stands.
         for call_id in list(self._live):
             self._finish(call_id)
@@ -183,6 +187,24 @@ class HistoryPlugin:
                 live.timer = self.phone.call_later(TRANSFER_WAIT_S, self._finish, call.id)
             else:
                 self._finish(call.id)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """A call refused before it rang (do not disturb, forwarding): only the event stream tells of it."""
+        if event.get("event") != "call_refused":
+            return
+        now = iso(self.clock())
+        self._add(
+            Entry(
+                direction="incoming",
+                remote_uri=str(event.get("remote_uri", "")),
+                start=now,
+                end=now,
+                result="refused",
+                code=int(event.get("code", 0)),
+                reason=str(event.get("reason", "")),
+                ended_by="local",
+            )
+        )
 
     @hookimpl
     def softphone_call_waiting(self, call: Call, busy_with: Call, code: int) -> None:

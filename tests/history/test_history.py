@@ -458,3 +458,13 @@ def test_the_default_file_is_in_the_state_directory(tmp_path: Path, monkeypatch)
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     _, host = app.prepare(str(path), secrets=False, strict=True)
     assert host.pm.get_plugin("softphone_history").path == tmp_path / "history.json"
+
+
+async def test_a_call_refused_by_do_not_disturb_is_in_the_history(phone_rig, tmp_path):
+    async with phone_rig(["softphone_history"], f'[history]\nfile = "{tmp_path / "h.json"}"\n') as rig:
+        await rig.phone.run_action("dnd:on")
+        rig.engine.incoming("sip:1009@127.0.0.1")
+        await rig.wait(lambda: [e for e in rig.events if e["event"] == "call_history"], what="the entry")
+        [entry] = await rig.phone.run_action("history")
+        assert (entry["result"], entry["code"], entry["reason"], entry["remote_uri"]) == (
+            "refused", 486, "do not disturb", "sip:1009@127.0.0.1")

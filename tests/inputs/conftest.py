@@ -105,8 +105,11 @@ def write_config(tmp_path: Path, plugins: list[str], body: str, modules: tuple[s
 
 
 @pytest.fixture
-def phone_rig(tmp_path: Path) -> Callable[..., Any]:
-    """``async with phone_rig(["softphone_gpio"], toml) as rig``: configure, start, and shut the plugins down."""
+def phone_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """``async with phone_rig(["softphone_gpio"], toml) as rig``: configure, start, and shut the plugins down.
+
+    What the plugins keep across restarts (volume, DND, recent calls) goes to the test's folder."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
 
     @asynccontextmanager
     async def start(
