@@ -161,9 +161,9 @@ class Phone:
         log.info("call %s: answering %s", call.id, call.remote_uri)
         return call
 
-    def reject(self, call_id: int | None = None, code: int | None = None) -> Call:
+    def reject(self, call_id: int | None = None, code: int | None = None, contact: str = "") -> Call:
         call = self._pick(call_id, CallState.RINGING)
-        self._engine().reject(call.id, code or self.config.account.reject_code)
+        self._engine().reject(call.id, code or self.config.account.reject_code, contact)
         log.info("call %s: rejected %s", call.id, call.remote_uri)
         return call
 
