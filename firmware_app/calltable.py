@@ -43,11 +43,13 @@ class CallRecord:
 
 
 def phone_state(calls: Iterable[Call]) -> PhoneState:
-    """The phone's one state from its calls' views: a transfer, then a call in progress, then a held call,
-    then a ringing one wins."""
+    """The phone's one state from its calls' views: a transfer, then a call waiting (one rings while another is
+    up or held), then a call in progress, then a held call, then a ringing one wins."""
     states = {c.state for c in calls if c.state is not CallState.ENDED}
     if CallState.TRANSFERRING in states:
         return PhoneState.TRANSFERRING
+    if CallState.RINGING in states and states & {CallState.ACTIVE, CallState.CONNECTING, CallState.DIALING, CallState.HELD}:
+        return PhoneState.WAITING
     if states & {CallState.ACTIVE, CallState.CONNECTING, CallState.DIALING}:
         return PhoneState.IN_CALL
     if CallState.HELD in states:

@@ -93,10 +93,16 @@ class Security(_Table):
     srtp: Literal["disabled", "optional", "mandatory"] = "disabled"  # mandatory refuses plain RTP with 488
 
 
+class Calls(_Table):
+    # A second call while in a call rings as a waiting call (answer holds the first); off: refused busy (486).
+    call_waiting: bool = True
+
+
 class Core(_Table):
     """The tables the core reads itself."""
 
     account: Account
+    calls: Calls = Calls()
     logging: Logging = Logging()
     plugins: Plugins = Plugins()
     control: Control = Control()
@@ -114,6 +120,7 @@ class Config:
         self.path = path
         self.raw = raw
         self.account = core.account
+        self.calls = core.calls
         self.logging = core.logging
         self.plugins = core.plugins
         self.control = core.control

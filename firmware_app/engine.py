@@ -410,6 +410,7 @@ class SipEngine:
         self._ended: collections.deque[tuple[float, _PhoneCall]] = collections.deque()
         self._use_secondary = False
         self._transport_id = -1
+        self._joined: set[frozenset[int]] = set()  # calls that hear each other (a conference), by call id
 
     # --- lifecycle (phone thread) -----------------------------------------------------------------------
 
@@ -721,8 +722,14 @@ class SipEngine:
         if call.mic_muted:  # a re-INVITE can give the call a new port, at full level
             media.adjustRxLevel(0.0)
         call.media_ready = True
+        for pair in self._joined:  # a conference's calls hear each other again after a re-INVITE
+            if call.id in pair:
+                other = self._calls.get(next(i for i in pair if i != call.id))
+                if other is not None:
+                    self._bridge(call, other)
 
     def _call_ended(self, call: _PhoneCall) -> None:
+        self._joined = {pair for pair in self._joined if call.id not in pair}
         if self._calls.pop(call.id, None) is not None:
             self._ended.append((time.monotonic(), call))
         if self._null_sound and self._null_open and not any(
@@ -888,6 +895,22 @@ class SipEngine:
         """Attended transfer: REFER the far end of ``call_id`` to ``other_id``'s party (RFC 3891)."""
         call, other = self._call(call_id), self._call(other_id)
         self._do("attended transfer", lambda: call.xferReplaces(other, pj.CallOpParam(True)))
+
+    def join(self, call_id: int, other_id: int) -> None:
+        """A three-way conference on PJSUA2's bridge: the two calls hear each other, and both the headset."""
+        call, other = self._call(call_id), self._call(other_id)
+        self._joined.add(frozenset((call.id, other.id)))
+        self._bridge(call, other)
+
+    def _bridge(self, call: _PhoneCall, other: _PhoneCall) -> None:
+        if not (call.media_ready and other.media_ready):
+            return  # joined once their audio is up (_connect_audio)
+        try:
+            media, other_media = call.getAudioMedia(-1), other.getAudioMedia(-1)
+            media.startTransmit(other_media)
+            other_media.startTransmit(media)
+        except pj.Error as e:
+            log.warning("conference of calls %s and %s: %s", call.id, other.id, e.reason)
 
     def set_mic_muted(self, call_id: int, muted: bool) -> None:
         """Mute what the call sends (the level the call's port takes from the conference bridge)."""

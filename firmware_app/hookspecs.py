@@ -59,12 +59,15 @@ class Phone(Protocol):
     def answer(self, call_id: int | None = None) -> Call: ...
     def reject(self, call_id: int | None = None, code: int | None = None, contact: str = "") -> Call:
         """Refuse a ringing call with ``code`` (the account's ``reject_code``); a 3xx with ``contact`` redirects it."""
-    def hangup(self, call_id: int | None = None) -> Call: ...
+    def hangup(self, call_id: int | None = None) -> Call:
+        """End a call: ``call_id``, else the one in progress (a waiting call goes on ringing), else the ringing one."""
     def dial(self, target: str) -> int: ...
     async def hold(self, call_id: int | None = None, timeout: float = 5.0) -> bool:
         """Hold and wait for the far end's confirmation; False when it did not come in ``timeout`` s."""
     def resume(self, call_id: int | None = None) -> Call: ...
     def set_mic_muted(self, muted: bool, call_id: int | None = None) -> Call: ...
+    def conference(self) -> list[Call]:
+        """Join the two calls (one may be held: it is resumed) so all three parties hear each other."""
 
     # --- transfers
     async def refer(

@@ -14,6 +14,7 @@ class PhoneState(enum.StrEnum):
     IDLE = "idle"
     RINGING = "ringing"
     IN_CALL = "in_call"
+    WAITING = "waiting"  # in a call (or holding one) while another call rings: call waiting
     ON_HOLD = "on_hold"
     TRANSFERRING = "transferring"
 

@@ -168,7 +168,8 @@ class Phone:
         return call
 
     def hangup(self, call_id: int | None = None) -> Call:
-        call = self._pick(call_id)
+        """End a call: the one in progress first (a call waiting goes on ringing), else the ringing one."""
+        call = self._pick(call_id) if call_id is not None else self._in_progress_first()
         self._engine().hangup(call.id)
         log.info("call %s: hanging up", call.id)
         return call
@@ -208,6 +209,19 @@ class Phone:
             self._engine().unhold(call.id)
             self._changed(record)
         return call
+
+    def conference(self) -> list[Call]:
+        """Join the two calls in progress (a held one is resumed) into a three-way conference."""
+        calls = [c for c in self.calls() if c.state in (CallState.ACTIVE, CallState.HELD)]
+        if len(calls) != 2:
+            raise CommandError("a conference needs two calls, one of them may be on hold")
+        for call in calls:
+            if call.state is CallState.HELD:
+                self.resume(call.id)
+        self._engine().join(calls[0].id, calls[1].id)
+        log.info("calls %s and %s: in conference", calls[0].id, calls[1].id)
+        self._emit("conference", call_ids=[c.id for c in calls])
+        return [self.get_call(c.id) or c for c in calls]
 
     def set_mic_muted(self, muted: bool, call_id: int | None = None) -> Call:
         call = self._pick(call_id, CallState.ACTIVE, CallState.HELD, CallState.TRANSFERRING)
@@ -550,7 +564,7 @@ class Phone:
             self._emit("call_refused", call_id=call.id, remote_uri=call.remote_uri, code=refusal.code,
                        reason=refusal.reason, contact=refusal.contact)
             return
-        if busy:
+        if busy and not self._may_wait(busy):
             log.info("call %s from %s: busy with call %s, rejecting", call.id, call.remote_uri, busy[0].sip.id)
             self._refuse(call.id, 486)
             busy_with = busy[0].view()
@@ -573,6 +587,10 @@ class Phone:
         except CommandError as e:
             # The caller gave up before we could answer: its end is on the way and will close the record.
             log.info("call %s: %s not sent: %s", call.id, decision, e)
+
+    def _may_wait(self, busy: list[CallRecord]) -> bool:
+        """Whether a new call may ring as a waiting call: call waiting is on and the one call there is up."""
+        return self.config.calls.call_waiting and len(busy) == 1 and busy[0].sip.state in (CallState.ACTIVE, CallState.CONNECTING)
 
     def _refuse(self, call_id: int, code: int, contact: str = "") -> None:
         """Answer a call the plugins never see (its end is not reported to them either)."""
@@ -720,6 +738,14 @@ class Phone:
         libc = _libc()
         if libc is not None:
             libc.malloc_trim(0)
+
+    def _in_progress_first(self) -> Call:
+        calls = self.calls()
+        for wanted in (CallState.ACTIVE, CallState.TRANSFERRING, CallState.CONNECTING, CallState.DIALING, CallState.HELD):
+            for c in calls:
+                if c.state is wanted:
+                    return c
+        return self.current_call()
 
     def _pick(self, call_id: int | None, *states: CallState) -> Call:
         if call_id is None:

@@ -170,6 +170,10 @@ class FakeEngine:
     def set_mic_muted(self, call_id: int, muted: bool) -> None:
         self._command("set_mic_muted", call_id, muted)
 
+    def join(self, call_id: int, other_id: int) -> None:
+        self._command("join", call_id, other_id)
+        self._call(other_id)
+
     def play_sound(self, path: str, *, loop: bool = False) -> int | None:
         self._command("play_sound", path)
         return None  # as the real engine on the null sound device: nothing to hear

@@ -139,7 +139,7 @@ def test_outgoing_call_to_an_extension(phone_factory, baresip_factory, kamailio)
 
 
 def test_second_incoming_call_is_refused_busy_and_the_first_goes_on(phone_factory, baresip_factory, kamailio):
-    phone = phone_factory().start()
+    phone = phone_factory(extra="[calls]\ncall_waiting = false\n").start()
     first, second = baresip_factory("1001"), baresip_factory("1002")
     ring(phone, first)
     phone.cli("answer")

@@ -62,6 +62,9 @@ from .player import AlsaPlayer, Sound
 
 log = logging.getLogger("softphone_audio")
 
+#: How often the call-waiting beeps repeat while a second call waits.
+WAITING_REPEAT_S = 5.0
+
 SOUNDS = Path(__file__).with_name("sounds")
 HEADSET = "headset"
 _LIVE = (CallState.ACTIVE, CallState.HELD, CallState.TRANSFERRING)
@@ -99,6 +102,7 @@ class AudioPlugin:
         self.mixer: Mixer | None = None
         self.mixer_error = ""
         self.volume: int | None = None
+        self._waiting_timer: asyncio.TimerHandle | None = None  # the next call-waiting beeps
         self.muted = False
         self.mic_muted = False
         self.ring_player: AlsaPlayer | None = None  # None: the ring plays on the headset, through PJSUA2
@@ -144,6 +148,9 @@ class AudioPlugin:
     @hookimpl
     def softphone_shutdown(self, phone: Phone) -> None:
         self._stop_ring()
+        if self._waiting_timer is not None:
+            self._waiting_timer.cancel()
+            self._waiting_timer = None
         for timer, handle in list(self._cues.items()):
             timer.cancel()
             self._stop_headset_sound(handle)
@@ -271,6 +278,20 @@ class AudioPlugin:
             self.phone.call_soon(self._ring_if_ringing)
         elif previous is PhoneState.RINGING:
             self._stop_ring()
+        if self._waiting_timer is not None and state is not PhoneState.WAITING:
+            self._waiting_timer.cancel()
+            self._waiting_timer = None
+        if state is PhoneState.WAITING and self._waiting_timer is None:
+            self._waiting_beeps()
+
+    def _waiting_beeps(self) -> None:
+        """While a call waits, the call-waiting beeps over the call every WAITING_REPEAT_S (not a ring tone)."""
+        phone = self.phone
+        if phone is None or phone.state is not PhoneState.WAITING:
+            return
+        waiting = next((c for c in phone.calls() if c.state is CallState.RINGING), None)
+        self._cue("call_waiting", waiting.id if waiting else None)
+        self._waiting_timer = phone.call_later(WAITING_REPEAT_S, self._waiting_beeps)
 
     @hookimpl
     def softphone_call_state_changed(self, call: Call, previous: CallState | None) -> None:

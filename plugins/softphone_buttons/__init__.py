@@ -37,11 +37,13 @@ DEFAULTS: Mapping = {
         Gesture.DOUBLE: "transfer",
         Gesture.UP: "hangup",
     },
+    # Call waiting: another call rings while one is up: a press answers it (the first goes on hold).
+    PhoneState.WAITING: {Gesture.SINGLE: "answer", Gesture.LONG: "reject", Gesture.DOWN: "answer", Gesture.UP: "hangup"},
     PhoneState.ON_HOLD: {Gesture.SINGLE: "hangup", Gesture.LONG: "hold_toggle", Gesture.UP: "hangup"},
     PhoneState.TRANSFERRING: {},
 }
 
-_IN_A_CALL = (PhoneState.IN_CALL, PhoneState.ON_HOLD, PhoneState.TRANSFERRING)
+_IN_A_CALL = (PhoneState.IN_CALL, PhoneState.WAITING, PhoneState.ON_HOLD, PhoneState.TRANSFERRING)
 
 
 def _every_state(action: str) -> Mapping:
@@ -61,10 +63,10 @@ CONTROL_DEFAULTS: dict[str, Mapping] = {
     "mute": {s: ({Gesture.SINGLE: "mute_call_toggle"} if s in _IN_A_CALL else {}) for s in PhoneState},
     "volume_up": _every_state("volume_up"),
     "volume_down": _every_state("volume_down"),
-    "answer": _only(ringing="answer"),
-    "hangup": _only(ringing="reject", in_call="hangup", on_hold="hangup"),
+    "answer": _only(ringing="answer", waiting="answer"),
+    "hangup": _only(ringing="reject", waiting="hangup", in_call="hangup", on_hold="hangup"),
     "redial": _only(idle="redial"),
-    "flash": _only(in_call="hold_toggle", on_hold="hold_toggle"),  # a USB headset's Flash
+    "flash": _only(in_call="hold_toggle", on_hold="hold_toggle", waiting="answer"),  # a USB headset's Flash: swaps
     "voice_dial": _only(),
 }
 

@@ -1,5 +1,10 @@
 """Built-in plugin: the call actions every control maps to (answer, reject, hang up, hold, dial, redial).
 
+With call waiting (``[calls] call_waiting``, on by default) a second call rings while the first is up:
+``answer`` holds the first and answers it, ``reject`` refuses it, ``hangup`` ends the call in progress (the
+waiting one goes on ringing), ``swap`` (or ``hold_toggle``) changes between a call in progress and a held
+one, ``hangup`` with one call left on hold goes back to it, and ``conference`` joins the two.
+
 ``call:NAME`` calls a speed-dial entry of ``[speed_dial]`` by its name, or else the number or SIP URI it is
 given (``call:1003``, ``call:sip:alice@pbx.example``). ``redial`` calls the last number called from this
 phone, however it was dialled (a button, the CLI, a Bluetooth headset's ATD); the phone forgets it when it
@@ -47,8 +52,13 @@ log = logging.getLogger("firmware_app.calls")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 
 
-def answer(phone: Phone, argument: str | None) -> int:
-    return phone.answer().id
+async def answer(phone: Phone, argument: str | None) -> int:
+    """Answer the ringing call; a call in progress is put on hold first (call waiting)."""
+    ringing = phone.current_call(CallState.RINGING)
+    for call in phone.calls():
+        if call.state is CallState.ACTIVE and not await phone.hold(call.id):
+            raise CommandError(f"call {call.id} did not go on hold: the waiting call is not answered")
+    return phone.answer(ringing.id).id
 
 
 def reject(phone: Phone, argument: str | None) -> int:
@@ -56,7 +66,27 @@ def reject(phone: Phone, argument: str | None) -> int:
 
 
 def hangup(phone: Phone, argument: str | None) -> int:
-    return phone.hangup().id
+    """End the call in progress; when the one call left is on hold, go back to it (as a desk phone does)."""
+    ended = phone.hangup()
+    others = [c for c in phone.calls() if c.id != ended.id]
+    if ended.state is not CallState.RINGING and len(others) == 1 and others[0].state is CallState.HELD:
+        phone.resume(others[0].id)
+    return ended.id
+
+
+async def swap(phone: Phone, argument: str | None) -> int:
+    """Put the call in progress on hold and take the held one back; the id of the call now in progress."""
+    active = [c for c in phone.calls() if c.state is CallState.ACTIVE]
+    held = [c for c in phone.calls() if c.state is CallState.HELD]
+    if not active or not held:
+        raise CommandError("swap needs a call in progress and one on hold")
+    if not await phone.hold(active[0].id):
+        raise CommandError("the far end did not confirm the hold")
+    return phone.resume(held[0].id).id
+
+
+def conference(phone: Phone, argument: str | None) -> list[int]:
+    return [c.id for c in phone.conference()]
 
 
 async def hold(phone: Phone, argument: str | None) -> bool:
@@ -70,6 +100,10 @@ def resume(phone: Phone, argument: str | None) -> int:
 
 
 async def hold_toggle(phone: Phone, argument: str | None) -> object:
+    """Hold or resume the call; with a call in progress and one on hold, swap them."""
+    states = {c.state for c in phone.calls()}
+    if CallState.ACTIVE in states and CallState.HELD in states:
+        return await swap(phone, None)
     call = phone.current_call(CallState.ACTIVE, CallState.HELD)
     if call.state is CallState.HELD:
         return resume(phone, None)
@@ -163,6 +197,8 @@ class CallsPlugin:
         register("call", self.dial)
         register("redial", self.redial)
         register("mute_call_toggle", mute_call_toggle)
+        register("swap", swap)
+        register("conference", conference)
         register("dnd", self.set_dnd)
 
 

@@ -81,6 +81,7 @@ class StatusPatterns(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     transfer_failed: Pattern = "flicker"  # for transfer_failed_ms after a transfer failed
     transferring: Pattern = "double"
     ringing: Pattern = "fast"
+    waiting: Pattern = "fast"  # another call rings while one is up (call waiting)
     in_call: Pattern = "on"
     on_hold: Pattern = "slow"
     not_registered: Pattern = "off"
@@ -110,12 +111,14 @@ def status_condition(
     state: PhoneState, registered: bool, message_waiting: bool, transfer_failed: bool, dnd: bool = False
 ) -> str:
     """The row of :class:`StatusPatterns` that applies: calls first, then registration, do not disturb, voicemail."""
-    if transfer_failed and state in (PhoneState.IN_CALL, PhoneState.ON_HOLD, PhoneState.TRANSFERRING):
+    if transfer_failed and state in (PhoneState.IN_CALL, PhoneState.WAITING, PhoneState.ON_HOLD, PhoneState.TRANSFERRING):
         return "transfer_failed"
     if state is PhoneState.TRANSFERRING:
         return "transferring"
     if state is PhoneState.RINGING:
         return "ringing"
+    if state is PhoneState.WAITING:
+        return "waiting"
     if state is PhoneState.IN_CALL:
         return "in_call"
     if state is PhoneState.ON_HOLD:
@@ -250,7 +253,7 @@ class GpioPlugin:
 
     @hookimpl
     def softphone_phone_state_changed(self, state: PhoneState, previous: PhoneState) -> None:
-        if state not in (PhoneState.IN_CALL, PhoneState.ON_HOLD, PhoneState.TRANSFERRING):
+        if state not in (PhoneState.IN_CALL, PhoneState.WAITING, PhoneState.ON_HOLD, PhoneState.TRANSFERRING):
             self._end_transfer_failed()
         self._refresh()
 

@@ -333,8 +333,8 @@ class UsbHeadsetPlugin:
         current = next((c for c in calls if c.state in (CallState.ACTIVE, CallState.TRANSFERRING)), None)
         return OutputState(
             off_hook=any(c.state in _OFF_HOOK for c in calls),
-            ring=self.phone.state is PhoneState.RINGING,
-            hold=self.phone.state is PhoneState.ON_HOLD,
+            ring=self.phone.state in (PhoneState.RINGING, PhoneState.WAITING),
+            hold=any(c.state is CallState.HELD for c in calls),
             mute=any(c.mic_muted for c in calls if c.state in _OFF_HOOK) if current is None else current.mic_muted,
         )
 

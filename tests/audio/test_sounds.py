@@ -58,7 +58,7 @@ def test_ring_on_a_speaker_stops_when_the_caller_gives_up_and_when_answered(audi
 def test_ring_beeps_and_a_failed_transfer_are_heard_on_the_headset(
     audio_phone, baresip_factory, sipp_target_factory, pulse, kamailio, tmp_path
 ):
-    phone = audio_phone('[transfer.targets.busy]\nuri = "1004"\n').start()  # no ring_device: the headset
+    phone = audio_phone('[calls]\ncall_waiting = false\n[transfer.targets.busy]\nuri = "1004"\n').start()  # no ring_device: the headset
     recorder = Recorder(pulse, "headset_out", tmp_path / "headset.raw")
     caller = baresip_factory("1001")
 

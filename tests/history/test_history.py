@@ -155,7 +155,7 @@ async def test_a_rejected_call(phone_rig) -> None:
 
 async def test_a_call_refused_busy_while_in_another_call(phone_rig) -> None:
     clock = Clock()
-    async with phone_rig(PLUGINS, toml(), before=with_clock(clock)) as rig:
+    async with phone_rig(PLUGINS, toml() + "\n[calls]\ncall_waiting = false\n", before=with_clock(clock)) as rig:
         first = await answered_call(rig, clock, talk=5)
         rig.engine.incoming("sip:1002@127.0.0.1", remote_name="Bob")
         [busy] = await written(rig, 1)
