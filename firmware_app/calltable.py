@@ -27,6 +27,8 @@ class CallRecord:
     media_retries: int = 0
     hold_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     transfer_events: asyncio.Queue[TransferEvent] | None = None
+    alert_info: str = ""  # the INVITE's, kept: the engine's later views do not carry them
+    call_info: str = ""
 
     @property
     def live(self) -> bool:
@@ -39,7 +41,9 @@ class CallRecord:
             state = CallState.TRANSFERRING
         elif state is CallState.ACTIVE and self.held:
             state = CallState.HELD
-        return dataclasses.replace(self.sip, state=state, mic_muted=self.muted)
+        return dataclasses.replace(
+            self.sip, state=state, mic_muted=self.muted, alert_info=self.alert_info, call_info=self.call_info
+        )
 
 
 def phone_state(calls: Iterable[Call]) -> PhoneState:

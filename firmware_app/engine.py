@@ -44,6 +44,7 @@ from firmware_app.errors import CommandError, EngineError
 from firmware_app.events import (  # noqa: F401 (re-exported: the engine's reports)
     POLL_MS,
     CallEvent,
+    DtmfEvent,
     EngineEvent,
     IncomingEvent,
     MediaEvent,
@@ -226,6 +227,13 @@ class _PhoneCall(pj.Call):
             prm.statusCode = 500
             log.exception("call %s: transfer request callback failed", self.id)
 
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        try:
+            method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+            self.engine.post(DtmfEvent(self.id, str(prm.digit)[:1], method))
+        except Exception:
+            log.exception("call %s: DTMF callback failed", self.id)
+
     def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:
         try:
             prm.newCall = self.engine._new_call(Direction.INCOMING, prm.newCallId)
@@ -257,8 +265,11 @@ class _PhoneAccount(pj.Account):
         # inside this callback: a final response to an INVITE without SDP sent from here aborts PJSUA.
         try:
             call = self.engine._new_call(Direction.INCOMING, prm.callId)
-            ruri_user = request_uri_user(prm.rdata.wholeMsg)
-            self.engine.post(IncomingEvent(call.snapshot(), prm.rdata.srcAddress, ruri_user))
+            whole = prm.rdata.wholeMsg
+            snapshot = dataclasses.replace(
+                call.snapshot(), alert_info=header(whole, "Alert-Info"), call_info=header(whole, "Call-Info")
+            )
+            self.engine.post(IncomingEvent(snapshot, prm.rdata.srcAddress, request_uri_user(whole)))
         except Exception:
             log.exception("incoming call callback failed")
 
@@ -274,6 +285,20 @@ class _PhoneAccount(pj.Account):
 
 
 _RURI = re.compile(r"^\S+\s+(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<rest>\S*)\s+SIP/", re.ASCII)
+
+
+def header(whole_msg: str, name: str) -> str:
+    """Every value of header ``name`` in a SIP message's head, comma-joined ("" when it has none; names
+    are case-insensitive, RFC 3261 7.3.1). Bounded: a header's value is cut at 512 characters."""
+    head = whole_msg.split("\r\n\r\n", 1)[0]
+    wanted = name.lower()
+    values = [
+        value.strip()[:512]
+        for line in head.split("\r\n")[1:]
+        for key, sep, value in [line.partition(":")]
+        if sep and key.strip().lower() == wanted
+    ]
+    return ", ".join(values)
 
 
 def request_uri_user(whole_msg: str) -> str:
@@ -895,6 +920,20 @@ class SipEngine:
         """Attended transfer: REFER the far end of ``call_id`` to ``other_id``'s party (RFC 3891)."""
         call, other = self._call(call_id), self._call(other_id)
         self._do("attended transfer", lambda: call.xferReplaces(other, pj.CallOpParam(True)))
+
+    def send_dtmf(self, call_id: int, digits: str) -> str:
+        """Send ``digits`` in the call as RFC 4733 telephone-events, or as SIP INFO when the far end did not
+        offer telephone-event. Returns the way it went: "rfc4733" or "info"."""
+        call = self._call(call_id)
+        try:
+            call.dialDtmf(digits)
+            return "rfc4733"
+        except pj.Error:
+            prm = pj.CallSendDtmfParam()
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+            prm.digits = digits
+            self._do("send DTMF", lambda: call.sendDtmf(prm))
+            return "info"
 
     def join(self, call_id: int, other_id: int) -> None:
         """A three-way conference on PJSUA2's bridge: the two calls hear each other, and both the headset."""

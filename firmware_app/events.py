@@ -27,9 +27,18 @@ class RegEvent:
 
 @dataclass(frozen=True, slots=True)
 class IncomingEvent:
-    call: Call
+    call: Call  # its alert_info and call_info are the INVITE's (auto-answer, intercom)
     source: str  # "ip:port" the INVITE came from
     to_user: str  # the user part of the INVITE's request URI
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfEvent:
+    """A digit the far end sent (RFC 4733 telephone-event, or SIP INFO)."""
+
+    call_id: int
+    digit: str
+    method: str  # "rfc4733" or "info"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,8 @@ class TransferRequestEvent:
 
 
 EngineEvent = Union[
-    RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent, ReinviteEvent
+    RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent, ReinviteEvent,
+    DtmfEvent,
 ]
 
 
@@ -119,6 +129,7 @@ class Engine(Protocol):
     def transfer_replaces(self, call_id: int, other_id: int) -> None: ...
     def set_mic_muted(self, call_id: int, muted: bool) -> None: ...
     def join(self, call_id: int, other_id: int) -> None: ...
+    def send_dtmf(self, call_id: int, digits: str) -> str: ...
     def play_sound(self, path: str, *, loop: bool = False) -> int | None: ...
     def stop_sound(self, handle: int) -> None: ...
     def route_audio(self, device: str | None) -> tuple[str, str]: ...

@@ -66,6 +66,9 @@ class Phone(Protocol):
         """Hold and wait for the far end's confirmation; False when it did not come in ``timeout`` s."""
     def resume(self, call_id: int | None = None) -> Call: ...
     def set_mic_muted(self, muted: bool, call_id: int | None = None) -> Call: ...
+    def send_dtmf(self, digits: str, call_id: int | None = None) -> str:
+        """Send DTMF digits (0-9, * # A-D) in the call in progress: RFC 4733, or SIP INFO when the far end
+        offered no telephone-event; returns which ("rfc4733" or "info")."""
     def conference(self) -> list[Call]:
         """Join the two calls (one may be held: it is resumed) so all three parties hear each other."""
 
@@ -198,6 +201,11 @@ def softphone_call_state_changed(call: Call, previous: CallState | None) -> None
 def softphone_call_waiting(call: Call, busy_with: Call, code: int) -> None:
     """A call came in while the phone was busy with ``busy_with``: it was refused with ``code`` (486) and is
     never one of the phone's calls (no :func:`softphone_call_state_changed` for it). For a call-waiting cue."""
+
+
+@hookspec
+def softphone_dtmf_received(call: Call, digit: str) -> None:
+    """The far end of ``call`` sent a DTMF digit (0-9, *, #, A-D), by RFC 4733 or SIP INFO."""
 
 
 @hookspec

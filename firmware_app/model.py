@@ -81,6 +81,8 @@ class Call:
     status_code: int = 0  # last SIP status seen for the call (the reason it ended, when it ended)
     reason: str = ""
     mic_muted: bool = False
+    alert_info: str = ""  # the INVITE's Alert-Info and Call-Info headers (incoming calls): auto-answer
+    call_info: str = ""
 
 
 @dataclass(frozen=True, slots=True)

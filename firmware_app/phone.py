@@ -42,6 +42,8 @@ from firmware_app.model import (
 from firmware_app.plugins import PluginHost
 from firmware_app.registration import RegistrationKeeper
 
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
 log = logging.getLogger("firmware_app.phone")
 
 EventListener = Callable[[dict[str, Any]], None]
@@ -519,6 +521,8 @@ class Phone:
                         record.transfer_events.put_nowait(event)
                 case eng.MwiEvent():
                     self._on_mwi(event)
+                case eng.DtmfEvent():
+                    self._on_dtmf(event)
                 case eng.ReinviteEvent():
                     self._on_reinvite_failed(event)
                 case eng.TransferRequestEvent(call_id=cid, uri=uri, accepted=ok):
@@ -532,6 +536,27 @@ class Phone:
                     self._emit("transfer_request", call_id=cid, uri=uri, accepted=ok)
         except Exception:
             log.exception("handling %s failed", type(event).__name__)
+
+    def _on_dtmf(self, event: eng.DtmfEvent) -> None:
+        record = self._calls.get(event.call_id)
+        if record is None or event.digit not in DTMF_DIGITS:
+            log.info("ignored a DTMF digit %r for call %s", event.digit, event.call_id)
+            return
+        call = record.view()
+        log.info("call %s: DTMF %s received (%s)", call.id, event.digit, event.method)
+        self._notify(lambda: self.plugins.dtmf_received(call, event.digit))
+        self._emit("dtmf", call_id=call.id, digit=event.digit, method=event.method, direction="received")
+
+    def send_dtmf(self, digits: str, call_id: int | None = None) -> str:
+        """Send DTMF digits (0-9, *, #, A-D) in the call in progress; returns how: "rfc4733" or "info"."""
+        digits = digits.strip().upper()
+        if not digits or len(digits) > 64 or any(d not in DTMF_DIGITS for d in digits):
+            raise CommandError(f"DTMF digits are 0-9, *, # and A-D (at most 64), not {digits!r}")
+        call = self._pick(call_id, CallState.ACTIVE, CallState.TRANSFERRING)
+        method = self._engine().send_dtmf(call.id, digits)
+        log.info("call %s: DTMF %s sent (%s)", call.id, digits, method)
+        self._emit("dtmf", call_id=call.id, digits=digits, method=method, direction="sent")
+        return method
 
     def _on_mwi(self, event: eng.MwiEvent) -> None:
         if not self._admission.trusted_source(event.source):
@@ -571,7 +596,7 @@ class Phone:
             self._notify(lambda: self.plugins.call_waiting(call, busy_with, 486))
             self._emit("call_waiting", call_id=call.id, remote_uri=call.remote_uri, busy_with=busy[0].sip.id, code=486)
             return
-        record = CallRecord(call)
+        record = CallRecord(call, alert_info=call.alert_info, call_info=call.call_info)
         self._calls[call.id] = record
         self._watch_calls()
         self._changed(record, previous=None)

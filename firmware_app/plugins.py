@@ -155,6 +155,9 @@ class PluginHost:
     def call_state_changed(self, call: Call, previous: CallState | None) -> None:
         self._call("softphone_call_state_changed", call=call, previous=previous)
 
+    def dtmf_received(self, call: Call, digit: str) -> None:
+        self._call("softphone_dtmf_received", call=call, digit=digit)
+
     def call_waiting(self, call: Call, busy_with: Call, code: int) -> None:
         self._call("softphone_call_waiting", call=call, busy_with=busy_with, code=code)
 

@@ -27,6 +27,7 @@ from typing import Any
 from firmware_app.errors import CommandError
 from firmware_app.events import (
     CallEvent,
+    DtmfEvent,
     EngineEvent,
     IncomingEvent,
     MediaEvent,
@@ -103,13 +104,14 @@ class FakeEngine:
     # --- the far end's side ------------------------------------------------------------------------------
 
     def incoming(self, remote_uri: str = "sip:1001@127.0.0.1", *, source: str = "127.0.0.1:5060",
-                 to_user: str | None = None, remote_name: str = "") -> int:
+                 to_user: str | None = None, remote_name: str = "", alert_info: str = "", call_info: str = "") -> int:
         """An INVITE reaches the phone; returns the phone's id for the call."""
         call = Call(next(self._ids), Direction.INCOMING, CallState.RINGING, remote_uri, remote_name,
                     sip_call_id=f"fake-{len(self.calls) + 1}")
         self.calls[call.id] = call
         user = self.config.account.user if to_user is None else to_user
-        self.post(IncomingEvent(call, source, user))
+        invite = dataclasses.replace(call, alert_info=alert_info, call_info=call_info)
+        self.post(IncomingEvent(invite, source, user))
         return call.id
 
     def remote_answer(self, call_id: int) -> None:
@@ -169,6 +171,14 @@ class FakeEngine:
 
     def set_mic_muted(self, call_id: int, muted: bool) -> None:
         self._command("set_mic_muted", call_id, muted)
+
+    def send_dtmf(self, call_id: int, digits: str) -> str:
+        self._command("send_dtmf", call_id, digits)
+        return "rfc4733"
+
+    def remote_dtmf(self, call_id: int, digit: str, method: str = "rfc4733") -> None:
+        """The far end sends a DTMF digit."""
+        self.post(DtmfEvent(call_id, digit, method))
 
     def join(self, call_id: int, other_id: int) -> None:
         self._command("join", call_id, other_id)

@@ -50,6 +50,9 @@ def _every_state(action: str) -> Mapping:
     return {s: {Gesture.SINGLE: action, Gesture.LONG: action} for s in PhoneState}
 
 
+_KEYPAD = [*((str(n), str(n)) for n in range(10)), ("star", "*"), ("pound", "#")]
+
+
 def _only(**states: str) -> Mapping:
     """A single press does ``states[state]`` in the states named, nothing elsewhere."""
     return {s: ({Gesture.SINGLE: states[s.value]} if s.value in states else {}) for s in PhoneState}
@@ -68,6 +71,8 @@ CONTROL_DEFAULTS: dict[str, Mapping] = {
     "redial": _only(idle="redial"),
     "flash": _only(in_call="hold_toggle", on_hold="hold_toggle", waiting="answer"),  # a USB headset's Flash: swaps
     "voice_dial": _only(),
+    # A USB headset's keypad (HID telephony keys) sends its digits in a call.
+    **{f"key_{key}": _only(in_call=f"dtmf:{digit}") for key, digit in _KEYPAD},
 }
 
 

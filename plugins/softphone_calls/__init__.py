@@ -4,6 +4,8 @@ With call waiting (``[calls] call_waiting``, on by default) a second call rings 
 ``answer`` holds the first and answers it, ``reject`` refuses it, ``hangup`` ends the call in progress (the
 waiting one goes on ringing), ``swap`` (or ``hold_toggle``) changes between a call in progress and a held
 one, ``hangup`` with one call left on hold goes back to it, and ``conference`` joins the two.
+``dtmf:1234#`` sends DTMF digits in the call in progress (RFC 4733, or SIP INFO when the far end offered no
+telephone-event); a USB headset's keypad sends its digits the same way.
 
 ``call:NAME`` calls a speed-dial entry of ``[speed_dial]`` by its name, or else the number or SIP URI it is
 given (``call:1003``, ``call:sip:alice@pbx.example``). ``redial`` calls the last number called from this
@@ -83,6 +85,13 @@ async def swap(phone: Phone, argument: str | None) -> int:
     if not await phone.hold(active[0].id):
         raise CommandError("the far end did not confirm the hold")
     return phone.resume(held[0].id).id
+
+
+def dtmf(phone: Phone, argument: str | None) -> str:
+    """``dtmf:1234#``: send the digits in the call in progress (an IVR's menu, a PIN)."""
+    if not argument:
+        raise CommandError("dtmf needs digits: dtmf:1234#")
+    return phone.send_dtmf(argument)
 
 
 def conference(phone: Phone, argument: str | None) -> list[int]:
@@ -198,6 +207,7 @@ class CallsPlugin:
         register("redial", self.redial)
         register("mute_call_toggle", mute_call_toggle)
         register("swap", swap)
+        register("dtmf", dtmf)
         register("conference", conference)
         register("dnd", self.set_dnd)
 

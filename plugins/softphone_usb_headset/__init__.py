@@ -43,7 +43,10 @@ log = logging.getLogger("firmware_app.usb_headset")
 
 SOURCE = "usb_headset"
 #: The headset's controls the phone acts on, by usage name, and the control names the mapping sees.
-CONTROLS = {"hook_switch": "hook_switch", "phone_mute": "mute", "flash": "flash", "redial": "redial"}
+CONTROLS = {
+    "hook_switch": "hook_switch", "phone_mute": "mute", "flash": "flash", "redial": "redial",
+    **{f"key_{k}": f"key_{k}" for k in [*map(str, range(10)), "star", "pound"]},  # the keypad: DTMF in a call
+}  # fmt: skip
 _OFF_HOOK = (CallState.DIALING, CallState.CONNECTING, CallState.ACTIVE, CallState.HELD, CallState.TRANSFERRING)
 #: More input reports than this in a second is a flood: reading pauses for a second.
 FLOOD_PER_S = 200

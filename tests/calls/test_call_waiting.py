@@ -108,3 +108,25 @@ async def test_with_call_waiting_off_a_second_call_is_refused_busy(phone_rig):
         await settle()
         assert rig.engine.sent("reject") == [(second, 486)]
         assert rig.phone.state is PhoneState.IN_CALL
+
+
+async def test_dtmf_is_sent_in_the_call_and_received_digits_reach_plugins(phone_rig):
+    async with phone_rig([]) as rig:
+        await rig.set_state(PhoneState.IN_CALL)
+        call_id = rig.phone.calls()[0].id
+        assert await rig.phone.run_action("dtmf:12*#") == "rfc4733"
+        assert rig.engine.sent("send_dtmf") == [(call_id, "12*#")]
+        for bad in ("dtmf:12x", "dtmf:"):
+            with pytest.raises(CommandError):
+                await rig.phone.run_action(bad)
+        rig.engine.remote_dtmf(call_id, "5")
+        rig.engine.remote_dtmf(call_id, "\x00")  # garbage from the wire: ignored
+        await settle()
+        received = [e for e in rig.events if e["event"] == "dtmf" and e["direction"] == "received"]
+        assert [(e["call_id"], e["digit"]) for e in received] == [(call_id, "5")]
+
+
+async def test_dtmf_needs_a_call_in_progress(phone_rig):
+    async with phone_rig([]) as rig:
+        with pytest.raises(CommandError, match="no call"):
+            await rig.phone.run_action("dtmf:1")

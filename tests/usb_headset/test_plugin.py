@@ -308,3 +308,17 @@ async def test_a_flood_of_reports_is_cut_and_said_once(usb_phone, caplog):
             await send_soon(end, b"\x01\x00")
         await rig.wait(lambda: "more than 200 reports a second" in caplog.text, what="the flood said")
         assert caplog.text.count("more than 200") == 1
+
+
+async def test_the_keypad_sends_dtmf_in_a_call(usb_phone):
+    hidraw = FakeHidraw()
+    hidraw.plug(d.JABRA_LIKE)
+    async with usb_phone(hidraw) as rig:
+        end = await opened(rig, hidraw)
+        await rig.set_state(PhoneState.IN_CALL)
+        end.send(b"\x02\x00\x06")  # key 5 held (the keypad array: logical 6 is the sixth usage) ...
+        end.send(b"\x02\x00\x00")  # ... and released
+        end.send(b"\x02\x00\x0c")  # the pound key
+        end.send(b"\x02\x00\x00")
+        await rig.wait(lambda: len(rig.engine.sent("send_dtmf")) == 2, what="two digits sent")
+        assert [c[1] for c in rig.engine.sent("send_dtmf")] == ["5", "#"]
