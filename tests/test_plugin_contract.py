@@ -42,12 +42,13 @@ def test_plugins_import_the_marker_from_the_app_not_pluggy():
     import softphone_headset_keys
     import softphone_hfp
     import softphone_history
+    import softphone_intercom
     import softphone_transfer
     import softphone_usb_headset
 
     for module in (softphone_calls, softphone_buttons, softphone_transfer, softphone_gpio, softphone_ble,
                    softphone_headset_keys, softphone_hfp, softphone_usb_headset, softphone_forwarding,
-                   softphone_history):
+                   softphone_history, softphone_intercom):
         source = inspect.getsource(module)
         assert "import pluggy" not in source
         assert re.search(r"^from firmware_app import (.*, )?hookimpl\b", source, re.M), module.__name__
