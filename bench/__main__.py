@@ -1,11 +1,14 @@
 """``python -m bench``: the app against a raw PJSUA2 baseline script, in one run, on loopback.
 
 Starts its own Kamailio (registrar/proxy; its log gives each SIP message's receive time), a baresip caller,
-a fake BlueZ with a BLE button, bluealsa with a headset (tests/hfp/bluealsa_rig.py), and then, for the app
-(``firmware-app run``) and for ``bench/baseline.py``:
+a fake BlueZ with a BLE button, bluealsa with a headset (tests/hfp/bluealsa_rig.py), a USB headset's hidraw
+node played over a socket (tests/usb_headset/sim.py), a PulseAudio daemon for a clocked ALSA device
+(tests/audio/conftest.py), and then, for the app (``firmware-app run``) and for ``bench/baseline.py``:
 
 1. pin edge and control-socket press -> the 200 OK on the wire (at the proxy): p50, p99, max; and for the
-   app alone, a Bluetooth headset's ATA (HFP, through the real bluealsa on a private bus) -> the 200 OK;
+   app alone, a Bluetooth headset's ATA (HFP, through the real bluealsa on a private bus) -> the 200 OK,
+   and a USB headset's hook-switch report (hidraw) -> the 200 OK, with the call's audio on the null
+   device and on an ALSA device (PulseAudio-backed);
 2. idle CPU of the registered phone (CPU time, all threads) and wake-ups per second;
 3. RSS with the GPIO, BLE, headset-key and transfer plugins loaded (and steady after calls);
 4. process start -> the registrar's 200 to REGISTER;
@@ -72,6 +75,14 @@ BENCH_PLUGIN = '[plugins]\nmodules = ["tests.plugins.bench_pin"]\n'
 HFP = "\n[hfp]\n"
 HEADSET = "00:11:22:33:44:55"
 NO_HEADSET = "the baseline has no Bluetooth headset (bench/baseline.py is PJSUA2 alone)"
+#: The USB headset phones: the app phone's configuration plus [usb_headset] (the plugin's defaults, so
+#: hook_echo_ms = 500) and the test plugin that puts the hidraw node behind a socket; ``usb-alsa`` also has
+#: the audio tests' ``Headset`` (a PulseAudio null sink and sine source through ALSA's pulse plugin).
+USB_PLUGINS = '[plugins]\nmodules = ["tests.plugins.bench_pin", "tests.plugins.hidraw_socket"]\n'
+USB = "\n[usb_headset]\n"
+NO_USB = ("the baseline has no USB headset (bench/baseline.py is PJSUA2 alone; reading the hook switch from "
+          "hidraw is the plugin's)")
+USB_PATHS = ("usb", "usb-alsa")
 
 
 def full_plugins(ble_address: str) -> str:
@@ -159,6 +170,8 @@ class Bench:
         self.ua: Baresip
         self.ble: Any = None
         self.bluealsa: Any = None
+        self.pulse: Any = None
+        self.pulse_skipped = ""
         self.running: list[Phone] = []
         self.env: dict[str, str] = {}
         if not args.host_alsa:
@@ -181,6 +194,7 @@ class Bench:
         if self.ble is not None:
             self.ble.stop()
         self.stop_bluealsa()
+        self.stop_pulse()
         self.pbx.stop()
 
     def app(self, name: str, body: str, env: dict[str, str] | None = None) -> AppPhone:
@@ -251,6 +265,68 @@ class Bench:
             rig.stop()
             (self.work / "bluealsa.log").write_text(rig.log())
 
+    def start_pulse(self) -> dict[str, str] | None:
+        """tests/audio/conftest.py's PulseAudio (its .asoundrc in its own HOME defines ``Headset``); the env a
+        phone needs to see it, or None (then ``self.pulse_skipped`` says why)."""
+        import pytest
+
+        from tests.audio.conftest import PulseAudio
+
+        if shutil.which("pulseaudio") is None:
+            self.pulse_skipped = "pulseaudio is not installed (tests/setup.sh installs it)"
+            return None
+        pulse = PulseAudio(self.work / "pulse")
+        try:
+            pulse.start()
+        except pytest.fail.Exception as e:  # it reports a failed start the way the tests want it
+            self.pulse_skipped = str(e).splitlines()[0]
+            return None
+        self.pulse = pulse
+        return {k: pulse.env[k] for k in ("HOME", "XDG_RUNTIME_DIR", "PULSE_SERVER")}
+
+    def stop_pulse(self) -> None:
+        if self.pulse is not None:
+            pulse, self.pulse = self.pulse, None
+            pulse.stop()
+
+    def start_usb(self, path: str) -> tuple[AppPhone | None, Any, dict[str, Any]]:
+        """An app phone of its own for ``path`` (``usb``: the null device; ``usb-alsa``: ``Headset``), its
+        USB headset plugged in before it starts (Jabra-like, echoing its hook like a latching headset),
+        held open and shown Idle. Returns the phone (None when skipped), the headset, and the JSON entry."""
+        from softphone_usb_headset import UsbHeadsetConfig
+
+        from tests.audio.conftest import AUDIO
+        from tests.usb_headset.descriptors import JABRA_LIKE
+        from tests.usb_headset.sim import UsbHeadsetSim
+        from tests.usb_headset.test_usb_sip import IDLE, jabra_echo
+
+        name = f"app-{path}"
+        body = DEVICE + USB_PLUGINS + USB
+        env: dict[str, str] = {}
+        if path == "usb-alsa":
+            pulse_env = self.start_pulse()
+            if pulse_env is None:
+                say(f"{path} path skipped: {self.pulse_skipped}")
+                return None, None, {"skipped": self.pulse_skipped}
+            env.update(pulse_env)
+            body += "\n" + AUDIO + f'\n[mixer]\nstate_file = "{self.work / name / "audio.json"}"\n'
+        headset = UsbHeadsetSim(self.work / name / "hidraw", JABRA_LIKE, echo=jabra_echo).plug()
+        env.update(headset.env)
+        phone = self.app(name, body, env)
+        self.start_registered(phone)
+        headset.wait_open()
+        headset.wait_report(IDLE)
+        status = phone.request({"cmd": "status"})
+        sound = status["engine"]["sound"]
+        if (path == "usb-alsa") != sound.startswith("alsa"):
+            raise BenchError(f"{name}'s calls use the sound device {sound!r}: see {phone.workdir / 'phone.log'}")
+        entry = {"phone": name, "headset": "tests/usb_headset/descriptors.py JABRA_LIKE, latching hook, echoes",
+                 "hook_echo_ms": UsbHeadsetConfig().hook_echo_ms, "sound": sound,
+                 "ring_device": status.get("audio", {}).get("ring_device"), "baseline": NO_USB}
+        if path == "usb-alsa":
+            entry["alsa"] = "this machine's" if self.args.host_alsa else "as on the image (no plugins) + .asoundrc"
+        return phone, headset, entry
+
     # -- 4 + 3: start to registered, RSS with every plugin --
 
     def startup_and_rss(self) -> None:
@@ -302,9 +378,11 @@ class Bench:
 
     # -- 2 + 1: idle, then the presses --
 
-    def idle_and_latency(self, classic: bool = True, hfp: bool = True) -> None:
+    def idle_and_latency(self, classic: bool = True, hfp: bool = True, usb: tuple[str, ...] = USB_PATHS) -> None:
         """``classic``: idle, then pin and control presses on the app and the baseline; ``hfp``: the headset's
-        ATA on an app phone of its own, interleaved with the presses (or alone when ``classic`` is off)."""
+        ATA on an app phone of its own; ``usb``: the USB headset paths to run (``usb``, ``usb-alsa``), each on
+        an app phone of its own. The headset calls are interleaved with the presses (or alone when
+        ``classic`` is off)."""
         app = base = None
         if classic:
             app = self.app("app", DEVICE + BENCH_PLUGIN)
@@ -330,13 +408,22 @@ class Bench:
                 time.sleep(self.args.settle)
                 latency["hfp"] = {"phone": hphone.name, "address": HEADSET, "transport": "HFP",
                                   "baseline": NO_HEADSET}
-        paths = (["pin", "control"] if classic else []) + (["hfp"] if headset is not None else [])
+        usb_phones: list[tuple[str, AppPhone, Any]] = []  # (path, phone, its USB headset)
+        for path in usb:
+            uphone, uheadset, latency[path] = self.start_usb(path)
+            if uphone is not None:
+                usb_phones.append((path, uphone, uheadset))
+        if usb_phones:
+            say("USB headset path: " + ", ".join(f"{p.name} ({latency[path]['sound']})" for path, p, _ in usb_phones))
+            time.sleep(self.args.settle)
+        headsets = (["hfp"] if headset is not None else []) + [path for path, _, _ in usb_phones]
+        paths = (["pin", "control"] if classic else []) + headsets
         if not paths:
             self.results["latency"] = latency
             return
         say(f"latency: {self.args.presses} presses per path per phone ({', '.join(paths)}), "
-            + ("interleaved app/baseline" if classic else "the headset alone")
-            + (", each round then the headset's ATA" if classic and headset is not None else ""))
+            + ("interleaved app/baseline" if classic else "the headsets alone")
+            + (f", each round then one call per headset path ({', '.join(headsets)})" if classic and headsets else ""))
         cycle = Cycle(self.caller)
         latency["loadavg"] = [os.getloadavg()]
         jitter = Jitter()
@@ -347,6 +434,8 @@ class Bench:
                         cycle.call(phone, path)
             if hphone is not None:
                 cycle.call(hphone, "hfp", headset)
+            for path, uphone, uheadset in usb_phones:
+                cycle.call(uphone, path, uheadset)
             if (i + 1) % 50 == 0:
                 say(f"  {i + 1}/{self.args.presses}")
         late = jitter.stop()
@@ -363,10 +452,16 @@ class Bench:
         if hphone is not None:
             latency.setdefault("app", {})["hfp"] = latency_summary(
                 [p for p in cycle.presses if p.phone == hphone.name and p.path == "hfp"])
+        for path, uphone, _ in usb_phones:
+            latency.setdefault("app", {})[path] = latency_summary(
+                [p for p in cycle.presses if p.phone == uphone.name and p.path == path])
         latency["samples"] = [vars(p) | {"latency_ms": p.latency_ms} for p in cycle.presses]
         self.results["latency"] = latency
-        self.stop(*(p for p in (app, base, hphone) if p is not None))
+        self.stop(*(p for p in (app, base, hphone) if p is not None), *(p for _, p, _ in usb_phones))
+        for _, _, uheadset in usb_phones:
+            uheadset.unplug()
         self.stop_bluealsa()
+        self.stop_pulse()
 
     def idle(self, app: AppPhone, base: BaselinePhone) -> None:
         say(f"idle: {self.args.idle:.0f} s, both phones registered and untouched")
@@ -475,6 +570,17 @@ def table(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
             for stat in ("p50", "p99", "max"):
                 rows.append((f"{label}, {stat} (ms; n={a['n']}; app only)", _fmt(a.get(stat)), "no headset¹", "—",
                              "", ""))
+        for path, label in (("usb", "USB headset hook switch (hidraw), audio on the null device"),
+                            ("usb-alsa", "USB headset hook switch (hidraw), audio on an ALSA device (PulseAudio)")):
+            label += " → 200 OK at the proxy"
+            entry = lat.get(path, {})
+            if "skipped" in entry:
+                rows.append((f"{label}: not measured", entry["skipped"], "", "", "", ""))
+            elif path in lat.get("app", {}):
+                a = lat["app"][path]
+                for stat in ("p50", "p99", "max"):
+                    rows.append((f"{label}, {stat} (ms; n={a['n']}; app only)", _fmt(a.get(stat)), "no headset²",
+                                 "—", "", ""))
         m = lat.get("machine")
         if m:
             rows.append((f"machine: how late a sleeping thread woke meanwhile, p50 / p99 / max (ms; n={m['n']})",
@@ -530,6 +636,11 @@ def table(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
         lines += ["", f"¹ {NO_HEADSET}: the headset rows are the app's alone, without a ratio; the app phone "
                   "there is one of its own (the same configuration plus `[hfp]`), its calls interleaved with "
                   "the pin and control presses when those run too."]
+    if any(r[2] == "no headset²" for r in rows):
+        lines += ["", f"² {NO_USB}: the USB headset rows are the app's alone, without a ratio; each on an app "
+                  "phone of its own (the same configuration plus `[usb_headset]` and the test plugin standing in "
+                  "for the hidraw node; the ALSA one also `[audio]` = `Headset`), its calls interleaved with the "
+                  "other paths' when those run too."]
     return "\n".join(lines), verdicts
 
 
@@ -566,15 +677,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                 epilog="python -m bench flood | soak --help: the stress benches (bench/README.md)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 30 presses (and headset ATAs), 10 s idle, 100 soak calls, 2 starts")
+                   help="smoke run: 30 presses (and headset calls), 10 s idle, 100 soak calls, 2 starts")
     p.add_argument("--presses", type=int,
-                   help="presses per path per phone, and headset ATAs (default 250; --quick 30)")
+                   help="presses per path per phone, and calls per headset path (default 250; --quick 30)")
     p.add_argument("--idle", type=float, help="idle seconds (default 60)")
     p.add_argument("--soak", type=int, help="soak calls per phone (default 1000)")
     p.add_argument("--starts", type=int, help="starts per phone for start -> registered (default 7)")
-    p.add_argument("--only", default="startup,idle,latency,hfp,soak",
+    p.add_argument("--only", default="startup,idle,latency,hfp,usb,usb-alsa,soak",
                    help="comma-separated phases: startup (also RSS), idle (also latency), latency (also idle), "
-                        "hfp (the headset's ATA, interleaved with the latency presses, or alone), soak")
+                        "hfp (the Bluetooth headset's ATA), usb and usb-alsa (the USB headset's hook switch, the "
+                        "call's audio on the null device / on a PulseAudio-backed ALSA device); the headset paths "
+                        "are interleaved with the latency presses, or run alone; soak")
     p.add_argument("--host-alsa", action="store_true",
                    help="give the phones this machine's ALSA configuration (default: the image's, no plugins)")
     p.add_argument("--json", type=Path, help="write every figure and sample here")
@@ -611,8 +724,9 @@ def main(argv: list[str] | None = None) -> int:
             if "startup" in phases:
                 bench.startup_and_rss()
             classic = "idle" in phases or "latency" in phases
-            if classic or "hfp" in phases:
-                bench.idle_and_latency(classic=classic, hfp="hfp" in phases)
+            usb = tuple(path for path in USB_PATHS if path in phases)
+            if classic or "hfp" in phases or usb:
+                bench.idle_and_latency(classic=classic, hfp="hfp" in phases, usb=usb)
             if "soak" in phases:
                 bench.soak()
             results = bench.results

@@ -326,15 +326,19 @@ class Caller:
 
     def hang_up(self, call_id: str, timeout: float = 5.0) -> None:
         self.ua.hangup()
+        self.closed(call_id, timeout)
+
+    def closed(self, call_id: str, timeout: float = 5.0) -> None:
         self.ua.wait_event("CALL_CLOSED", timeout, where=lambda e: e.get("id") == call_id)
 
 
 @dataclass
 class Press:
     phone: str
-    path: str  # "pin", "control" or "hfp"
+    path: str  # "pin", "control", "hfp", "usb" or "usb-alsa"
     call_id: str
-    edge: float  # time.time() of the deciding pin edge, of sending the control command, or of the headset's ATA
+    edge: float  # time.time() of the deciding pin edge, of sending the control command, of the headset's ATA, or
+    # of the USB headset's hook-switch report
     wire: float | None = None  # when the 200 OK reached the proxy
 
     @property
@@ -350,18 +354,30 @@ class Cycle:
     _tags: int = 0
 
     def call(self, phone: Phone, path: str, headset: Any = None) -> Press:
-        """Ring the phone, answer it through `path`, hang up from the caller.
+        """Ring the phone, answer it through `path`, hang up from the caller (``usb``: from the headset).
 
         ``hfp``: ``headset`` (tests/hfp/bluealsa_rig.py's Headset, its SLC done with this phone through
         bluealsa) must also have got ``RING`` before the pause; it then sends ``ATA``, timed just before the
         write. Its ``OK`` and indicators are checked, and ``+CIEV: 2,0`` awaited after the hang-up, so the
         next call finds it idle.
+
+        ``usb`` and ``usb-alsa``: ``headset`` (tests/usb_headset/sim.py's UsbHeadsetSim, the Jabra-like
+        descriptor, held open by this phone) must also have got the phone's Ring output report before the
+        pause; it then sends the hook switch's Off-Hook (``HOOK_DOWN``), timed just before the write. The
+        phone's Off-Hook report is awaited once the caller has the call; ``HOOK_UP`` then hangs up (the
+        caller's call closes: the phone's BYE) and the phone's Idle report is awaited, so the next call
+        finds the headset idle. The hook goes back once the phone's call is ``active`` (its ACK taken).
         """
+        usb = path in ("usb", "usb-alsa")
+        if usb:
+            from tests.usb_headset.test_usb_sip import HOOK_DOWN, HOOK_UP, IDLE, OFF_HOOK, RING
         if path == "hfp":
             headset.take()  # what the last call left (a late RING)
         call_id = self.caller.ring(phone)
         if path == "hfp":
             headset.expect("RING", 5.0)
+        elif usb:
+            headset.wait_report(RING)
         time.sleep(random.uniform(*self.settle))
         if path == "pin":
             self._tags += 1
@@ -377,10 +393,25 @@ class Cycle:
             lines = headset.expect("+CIEV: 3,0", 5.0)
             if "OK" not in lines or "ERROR" in lines:
                 raise BenchError(f"{phone.name}: the headset's ATA got {lines}")
+        elif usb:
+            edge = time.time()
+            headset.send(HOOK_DOWN)
+            self.caller.established(call_id)
+            headset.wait_report(OFF_HOOK)
+            # The phone's call confirmed (the caller's ACK taken) before the boom goes back: PJSUA hanging up
+            # between its 200 and the ACK sends two BYEs (bench/README.md, row 1c).
+            wait(lambda: any(c["sip_call_id"] == call_id and c["state"] == "active"
+                             for c in phone.request({"cmd": "status"})["calls"]), 5.0,
+                 f"{phone.name}'s call to be confirmed", interval=0.005)
         else:
             edge = phone.press_control()
             self.caller.established(call_id)
-        self.caller.hang_up(call_id)
+        if usb:
+            headset.send(HOOK_UP)  # the phone hangs up (its BYE closes the caller's call)
+            self.caller.closed(call_id)
+            headset.wait_report(IDLE)
+        else:
+            self.caller.hang_up(call_id)
         if path == "hfp":
             headset.expect("+CIEV: 2,0", 5.0)
         press = Press(phone.name, path, call_id, edge)
