@@ -27,6 +27,7 @@ class CallRecord:
     media_retries: int = 0
     hold_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     transfer_events: asyncio.Queue[TransferEvent] | None = None
+    hangup_pending: bool = False  # hung up while connecting: the BYE goes once the ACK is in
     alert_info: str = ""  # the INVITE's, kept: the engine's later views do not carry them
     call_info: str = ""
 

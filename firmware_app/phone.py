@@ -172,6 +172,13 @@ class Phone:
     def hangup(self, call_id: int | None = None) -> Call:
         """End a call: the one in progress first (a call waiting goes on ringing), else the ringing one."""
         call = self._pick(call_id) if call_id is not None else self._in_progress_first()
+        record = self._calls[call.id]
+        if record.sip.state is CallState.CONNECTING:
+            # Answered, the caller's ACK not in yet: PJSIP 2.17 then sends its BYE twice (one held for the
+            # ACK, one when the call confirms) and reports the call as declined. Hang up on the ACK instead.
+            record.hangup_pending = True
+            log.info("call %s: hanging up once the caller's ACK is in", call.id)
+            return call
         self._engine().hangup(call.id)
         log.info("call %s: hanging up", call.id)
         return call
@@ -699,6 +706,10 @@ class Phone:
             return
         previous = record.view().state
         record.sip = call
+        if record.hangup_pending and call.state is not CallState.CONNECTING:
+            record.hangup_pending = False
+            if call.state is CallState.ACTIVE:
+                self._loop().call_soon(self._hangup_now, call.id)
         if call.state is CallState.ENDED:
             record.held = record.transferring = False
             for waiter in record.hold_waiters:
@@ -763,6 +774,15 @@ class Phone:
         libc = _libc()
         if libc is not None:
             libc.malloc_trim(0)
+
+    def _hangup_now(self, call_id: int) -> None:
+        record = self._calls.get(call_id)
+        if record is None or not record.live:
+            return
+        try:
+            self._engine().hangup(call_id)
+        except CommandError as e:
+            log.info("call %s: hang-up not sent: %s", call_id, e)
 
     def _in_progress_first(self) -> Call:
         calls = self.calls()

@@ -56,6 +56,7 @@ class FakeEngine:
         # What the far end answers the next hold or resume re-INVITEs with, in order (491: glare); then 200.
         self.reinvite_answers: list[int] = []
         self.use_secondary = False
+        self.ack_later = False  # answer() leaves calls CONNECTING until ack(), as a slow caller does
         self._ids = itertools.count(1)
         self._running = False
 
@@ -134,6 +135,14 @@ class FakeEngine:
 
     def answer(self, call_id: int) -> None:
         self._command("answer", call_id)
+        if self.ack_later:
+            self._set(call_id, CallState.CONNECTING, 200, "OK")  # until ack()
+            return
+        self._set(call_id, CallState.ACTIVE, 200, "OK")
+        self.post(MediaEvent(call_id, local_hold=False, active=True))
+
+    def ack(self, call_id: int) -> None:
+        """The caller's ACK to the phone's 200 comes in (with ``ack_later``)."""
         self._set(call_id, CallState.ACTIVE, 200, "OK")
         self.post(MediaEvent(call_id, local_hold=False, active=True))
 

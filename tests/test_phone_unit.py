@@ -309,3 +309,19 @@ def test_the_phone_runs_on_the_fake_engine_without_pjsua2(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+
+def test_a_hang_up_before_the_callers_ack_waits_for_it_and_sends_one_bye(tmp_path):
+    async def scenario(phone: Phone, engine: FakeEngine, seen: Recorder) -> None:
+        engine.ack_later = True
+        call_id = await answered_call(phone, engine)
+        assert phone.get_call(call_id).state is CallState.CONNECTING
+        phone.hangup()  # a control press right after answering
+        await settle()
+        assert engine.sent("hangup") == []  # not while PJSIP waits for the ACK
+        engine.ack(call_id)
+        await settle()
+        assert engine.sent("hangup") == [(call_id,)]
+
+    run(tmp_path, scenario)

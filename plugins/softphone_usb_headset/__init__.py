@@ -233,7 +233,8 @@ class UsbHeadsetPlugin:
         self.controls.clear()  # the next headset may report differently (absolute or relative hook)
         held.closed.set()
         if self.status is not None:
-            self.status.set("disconnected", f"{held.node.path}: {why}", level=logging.WARNING)
+            level = logging.INFO if why == "the phone stops" else logging.WARNING
+            self.status.set("disconnected", f"{held.node.path}: {why}", level=level)
 
     # --- the headset's reports -> the phone ----------------------------------------------------------------
 
