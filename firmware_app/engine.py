@@ -40,12 +40,14 @@ import pjsua2 as pj
 
 from firmware_app import alsa
 from firmware_app.config import Config, registrar_hostport
+from firmware_app.dialoginfo import LineState, line_state
 from firmware_app.errors import CommandError, EngineError
 from firmware_app.events import (  # noqa: F401 (re-exported: the engine's reports)
     POLL_MS,
     CallEvent,
     DtmfEvent,
     EngineEvent,
+    LineEvent,
     IncomingEvent,
     MediaEvent,
     MwiEvent,
@@ -239,6 +241,36 @@ class _PhoneCall(pj.Call):
             prm.newCall = self.engine._new_call(Direction.INCOMING, prm.newCallId)
         except Exception:
             log.exception("call %s: replace callback failed", self.id)
+
+
+class _LineWatch(pj.Buddy):
+    """A colleague's line, watched with the dialog event package (RFC 4235) through the registrar.
+
+    PJSUA2 2.17 has no getter for the parsed dialog-info (and PJSIP keeps only the first dialog): each NOTIFY's
+    body is read from the transaction event and parsed in :mod:`firmware_app.dialoginfo`. Callbacks come on the
+    engine thread. A subscription that ends is reported; the phone subscribes again (PJSUA itself would wait
+    five minutes for most endings)."""
+
+    def __init__(self, engine: SipEngine, uri: str) -> None:
+        super().__init__()
+        self.engine = engine
+        self.uri = uri
+
+    def onBuddyEvSubDlgEventState(self, prm: pj.OnBuddyEvSubStateParam) -> None:
+        try:
+            e = prm.e
+            if e.type == pj.PJSIP_EVENT_TSX_STATE and e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+                whole = e.body.tsxState.src.rdata.wholeMsg
+                if whole.startswith("NOTIFY"):
+                    state = line_state(whole.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in whole else "")
+                    if state is None:
+                        log.warning("line %s: a NOTIFY with a body that is not dialog-info: ignored", self.uri)
+                    else:
+                        self.engine.post(LineEvent(self.uri, state.value))
+            if self.getInfo().subState == pj.PJSIP_EVSUB_STATE_TERMINATED:
+                self.engine.post(LineEvent(self.uri, LineState.UNKNOWN.value, ended=True))
+        except Exception:
+            log.exception("line %s: dialog event callback failed", self.uri)
 
 
 class _PhoneAccount(pj.Account):
@@ -436,6 +468,7 @@ class SipEngine:
         self._use_secondary = False
         self._transport_id = -1
         self._joined: set[frozenset[int]] = set()  # calls that hear each other (a conference), by call id
+        self._lines: dict[str, _LineWatch] = {}  # colleagues' lines watched (dialog event package), by URI
 
     # --- lifecycle (phone thread) -----------------------------------------------------------------------
 
@@ -716,6 +749,7 @@ class SipEngine:
             self._calls.clear()
             self._ended.clear()
             self._players.clear()
+            self._lines.clear()  # watched lines (Buddies) go on this thread, before their account
             # A saved traceback can keep a Call alive past libDestroy, which aborts (PJSUA2_NOTES rule 8).
             sys.last_traceback = sys.last_value = sys.last_type = None
             gc.collect()
@@ -920,6 +954,27 @@ class SipEngine:
         """Attended transfer: REFER the far end of ``call_id`` to ``other_id``'s party (RFC 3891)."""
         call, other = self._call(call_id), self._call(other_id)
         self._do("attended transfer", lambda: call.xferReplaces(other, pj.CallOpParam(True)))
+
+    def watch_lines(self, uris: Iterable[str]) -> None:
+        """Subscribe to the dialog state of each URI not watched yet (phone thread)."""
+        if self._account is None or self._stop.is_set():
+            raise CommandError("the SIP engine is not running")
+        for uri in uris:
+            if uri in self._lines:
+                continue
+            cfg = pj.BuddyConfig()
+            cfg.uri = uri
+            cfg.subscribe = False  # presence would win over the dialog event package
+            cfg.subscribe_dlg_event = True
+            watch = _LineWatch(self, uri)
+            self._do(f"watch {uri}", lambda: watch.create(self._account, cfg))
+            self._lines[uri] = watch
+
+    def rewatch_line(self, uri: str) -> None:
+        """Subscribe again to a line whose subscription ended (phone thread)."""
+        watch = self._lines.get(uri)
+        if watch is not None and self._account is not None and not self._stop.is_set():
+            self._do(f"watch {uri} again", watch.updateDlgEvent)
 
     def send_dtmf(self, call_id: int, digits: str) -> str:
         """Send ``digits`` in the call as RFC 4733 telephone-events, or as SIP INFO when the far end did not

@@ -33,6 +33,15 @@ class IncomingEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class LineEvent:
+    """A watched colleague's line (dialog event package): idle, ringing, busy or unknown."""
+
+    uri: str
+    state: str  # a firmware_app.dialoginfo.LineState value
+    ended: bool = False  # the subscription ended: the phone subscribes again after a while
+
+
+@dataclass(frozen=True, slots=True)
 class DtmfEvent:
     """A digit the far end sent (RFC 4733 telephone-event, or SIP INFO)."""
 
@@ -89,7 +98,7 @@ class TransferRequestEvent:
 
 EngineEvent = Union[
     RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent, ReinviteEvent,
-    DtmfEvent,
+    DtmfEvent, LineEvent,
 ]
 
 
@@ -130,6 +139,8 @@ class Engine(Protocol):
     def set_mic_muted(self, call_id: int, muted: bool) -> None: ...
     def join(self, call_id: int, other_id: int) -> None: ...
     def send_dtmf(self, call_id: int, digits: str) -> str: ...
+    def watch_lines(self, uris: Iterable[str]) -> None: ...
+    def rewatch_line(self, uri: str) -> None: ...
     def play_sound(self, path: str, *, loop: bool = False) -> int | None: ...
     def stop_sound(self, handle: int) -> None: ...
     def route_audio(self, device: str | None) -> tuple[str, str]: ...

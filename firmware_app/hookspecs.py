@@ -10,7 +10,7 @@ plugin's name and traceback and the phone carries on as if that plugin had retur
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import pluggy
@@ -69,6 +69,11 @@ class Phone(Protocol):
     def send_dtmf(self, digits: str, call_id: int | None = None) -> str:
         """Send DTMF digits (0-9, * # A-D) in the call in progress: RFC 4733, or SIP INFO when the far end
         offered no telephone-event; returns which ("rfc4733" or "info")."""
+    def watch_lines(self, targets: Iterable[str]) -> None:
+        """Follow colleagues' lines through the registrar (RFC 4235 dialog events): numbers or SIP URIs.
+        Their states come to :func:`softphone_line_state_changed` and :meth:`line_states`."""
+    def line_states(self) -> dict[str, str]:
+        """Each watched line's state by URI: ``idle``, ``ringing``, ``busy`` or ``unknown``."""
     def conference(self) -> list[Call]:
         """Join the two calls (one may be held: it is resumed) so all three parties hear each other."""
 
@@ -201,6 +206,12 @@ def softphone_call_state_changed(call: Call, previous: CallState | None) -> None
 def softphone_call_waiting(call: Call, busy_with: Call, code: int) -> None:
     """A call came in while the phone was busy with ``busy_with``: it was refused with ``code`` (486) and is
     never one of the phone's calls (no :func:`softphone_call_state_changed` for it). For a call-waiting cue."""
+
+
+@hookspec
+def softphone_line_state_changed(uri: str, state: str) -> None:
+    """A watched colleague's line (:meth:`Phone.watch_lines`) changed: ``idle``, ``ringing``, ``busy`` or
+    ``unknown`` (the subscription ended; the phone subscribes again). For busy-lamp LEDs and transfers."""
 
 
 @hookspec

@@ -17,7 +17,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 from firmware_app import events as eng
@@ -25,6 +25,7 @@ from firmware_app.actions import ActionRegistry
 from firmware_app.admission import Admission, resolve_trusted
 from firmware_app.calltable import CallRecord, phone_state
 from firmware_app.config import Config, complete_uri
+from firmware_app.dialoginfo import LineState
 from firmware_app.errors import CommandError
 from firmware_app.model import (
     ButtonEvent,
@@ -43,6 +44,7 @@ from firmware_app.plugins import PluginHost
 from firmware_app.registration import RegistrationKeeper
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+LINE_RETRY_S = 5.0  # a watched line whose subscription ended is subscribed to again after this long
 
 log = logging.getLogger("firmware_app.phone")
 
@@ -67,6 +69,7 @@ class Phone:
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._published: dict[str, Any] = {}  # plugins' own parts of status() (publish_status)
+        self._lines: dict[str, str] = {}  # watched colleagues' lines: URI -> idle, ringing, busy, unknown
         # Hooks (and events) of a change wait until the change is complete: see _changing.
         self._depth = 0
         self._draining = False
@@ -530,6 +533,8 @@ class Phone:
                     self._on_mwi(event)
                 case eng.DtmfEvent():
                     self._on_dtmf(event)
+                case eng.LineEvent():
+                    self._on_line(event)
                 case eng.ReinviteEvent():
                     self._on_reinvite_failed(event)
                 case eng.TransferRequestEvent(call_id=cid, uri=uri, accepted=ok):
@@ -543,6 +548,36 @@ class Phone:
                     self._emit("transfer_request", call_id=cid, uri=uri, accepted=ok)
         except Exception:
             log.exception("handling %s failed", type(event).__name__)
+
+    def watch_lines(self, targets: Iterable[str]) -> None:
+        """Follow colleagues' lines (idle, ringing, busy) through the registrar (RFC 4235 dialog events)."""
+        uris = [self.complete_uri(t) for t in targets]
+        self._engine().watch_lines(uris)
+        for uri in uris:
+            self._lines.setdefault(uri, LineState.UNKNOWN.value)
+        self.publish_status("lines", dict(self._lines))
+
+    def line_states(self) -> dict[str, str]:
+        """Each watched line's state by URI: idle, ringing, busy or unknown (not heard of, or not watched now)."""
+        return dict(self._lines)
+
+    def _on_line(self, event: eng.LineEvent) -> None:
+        if event.ended:
+            # PJSUA retries by itself only after some endings, and then after five minutes: try again soon.
+            self._loop().call_later(LINE_RETRY_S, self._rewatch_line, event.uri)
+        if self._lines.get(event.uri) == event.state:
+            return
+        self._lines[event.uri] = event.state
+        log.info("line %s: %s", event.uri, event.state)
+        self.publish_status("lines", dict(self._lines))
+        self._notify(lambda: self.plugins.line_state_changed(event.uri, event.state))
+        self._emit("line", uri=event.uri, state=event.state)
+
+    def _rewatch_line(self, uri: str) -> None:
+        try:
+            self._engine().rewatch_line(uri)
+        except CommandError as e:
+            log.info("line %s: not watched again: %s", uri, e)
 
     def _on_dtmf(self, event: eng.DtmfEvent) -> None:
         record = self._calls.get(event.call_id)

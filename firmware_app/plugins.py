@@ -155,6 +155,9 @@ class PluginHost:
     def call_state_changed(self, call: Call, previous: CallState | None) -> None:
         self._call("softphone_call_state_changed", call=call, previous=previous)
 
+    def line_state_changed(self, uri: str, state: str) -> None:
+        self._call("softphone_line_state_changed", uri=uri, state=state)
+
     def dtmf_received(self, call: Call, digit: str) -> None:
         self._call("softphone_dtmf_received", call=call, digit=digit)
 

@@ -30,6 +30,7 @@ from firmware_app.events import (
     DtmfEvent,
     EngineEvent,
     IncomingEvent,
+    LineEvent,
     MediaEvent,
     Network,
     RegEvent,
@@ -181,6 +182,16 @@ class FakeEngine:
     def set_mic_muted(self, call_id: int, muted: bool) -> None:
         self._command("set_mic_muted", call_id, muted)
 
+    def watch_lines(self, uris: Iterable[str]) -> None:
+        self._command("watch_lines", list(uris))
+
+    def rewatch_line(self, uri: str) -> None:
+        self._command("rewatch_line", uri)
+
+    def line(self, uri: str, state: str, *, ended: bool = False) -> None:
+        """The registrar reports a watched line's state (a NOTIFY), or the subscription's end."""
+        self.post(LineEvent(uri, state, ended))
+
     def send_dtmf(self, call_id: int, digits: str) -> str:
         self._command("send_dtmf", call_id, digits)
         return "rfc4733"
@@ -222,7 +233,7 @@ class FakeEngine:
     def _command(self, name: str, *args: Any) -> None:
         if not self._running:
             raise CommandError("the SIP engine is not running")
-        if args and name not in ("make_call", "play_sound", "stop_sound", "route_audio"):
+        if args and name not in ("make_call", "play_sound", "stop_sound", "route_audio", "watch_lines", "rewatch_line"):
             self._call(args[0])
         self.commands.append((name, *args))
 

@@ -17,8 +17,13 @@ uri = "100"                 # a SIP URI, or an extension completed with the acco
 label = "Reception"
 [transfer.pools.agents]
 targets = ["alice", "bob", "sip:helpdesk@pbx.example"]
-strategy = "ordered"        # or "round_robin", "random"
+strategy = "ordered"        # or "round_robin", "random", "available"
 ```
+
+``available`` watches the pool's members through the registrar (RFC 4235 dialog events, Kamailio's presence
+modules): a transfer goes to the first idle member, then to those whose state is not known, then to those
+whose phone rings; a busy member is skipped without an INVITE. While no member's state is known it is the
+``ordered`` strategy; when every member is busy the transfer fails at once and the caller stays on the line.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class _Target(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=T
 
 class _Pool(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     targets: list[str]
-    strategy: Literal["ordered", "round_robin", "random"] = "ordered"
+    strategy: Literal["ordered", "round_robin", "random", "available"] = "ordered"
     label: str = ""
 
 
@@ -109,6 +114,18 @@ class TransferPlugin:
             raise ConfigError(file, "transfer.default", f"unknown target or pool {s.default!r}")
 
     @hookimpl
+    def softphone_startup(self, phone: Phone) -> None:
+        watched = [uri for name, pool in self.pools.items() if pool.strategy == "available" for uri in self._uris(name)]
+        if watched:
+            try:
+                phone.watch_lines(dict.fromkeys(watched))
+            except CommandError as e:
+                log.warning("cannot watch the agents' lines (%s): the available pools try them in order", e)
+
+    def _uris(self, pool: str) -> list[str]:
+        return [(self.targets[e].uri if e in self.targets else e) for e in self.pools[pool].targets]
+
+    @hookimpl
     def softphone_register_actions(self, register: RegisterAction) -> None:
         register("transfer", self.blind_transfer)
         register("attended_transfer", self.attended_transfer)
@@ -121,8 +138,9 @@ class TransferPlugin:
 
     # --- resolving names --------------------------------------------------------------------------------
 
-    def resolve(self, name: str | None) -> tuple[str, list[Target]]:
-        """The targets to try, in order, for a target name, a pool name or a sip: URI."""
+    def resolve(self, name: str | None, lines: dict[str, str] | None = None) -> tuple[str, list[Target]]:
+        """The targets to try, in order, for a target name, a pool name or a sip: URI (``lines``: the
+        watched lines' states, for an ``available`` pool)."""
         name = name or self.settings.default
         if not name:
             raise CommandError("no transfer target given and [transfer] default is not set")
@@ -137,6 +155,8 @@ class TransferPlugin:
                 entries = entries[start:] + entries[:start]
             elif pool.strategy == "random":
                 entries = random.sample(entries, len(entries))
+            elif pool.strategy == "available":
+                entries = _by_availability(name, entries, lines or {})
             return name, entries
         if _URI.match(name):
             return name, [Target(name, name, name)]
@@ -146,7 +166,7 @@ class TransferPlugin:
     # --- blind transfer ---------------------------------------------------------------------------------
 
     async def blind_transfer(self, phone: Phone, argument: str | None) -> dict[str, object]:
-        name, targets = self.resolve(argument)
+        name, targets = self.resolve(argument, phone.line_states())
         call = phone.current_call(CS.ACTIVE, CS.HELD)
         if call.id in self._busy:
             raise CommandError(f"call {call.id} is already being transferred")
@@ -254,6 +274,24 @@ class TransferPlugin:
             if consult is not None:
                 self._call_waiters.pop(consult, None)
             phone.set_transferring(call.id, False)
+
+
+_AVAILABILITY = {"idle": 0, "unknown": 1, "ringing": 2}
+
+
+def _by_availability(pool: str, entries: list[Target], lines: dict[str, str]) -> list[Target]:
+    """Idle members first, then those not known, then those ringing; busy ones are left out. While nothing
+    is known, the pool's order."""
+    states = {t.uri: lines.get(t.uri, "unknown") for t in entries}
+    if all(state == "unknown" for state in states.values()):
+        return entries
+    chosen = sorted((t for t in entries if states[t.uri] != "busy"), key=lambda t: _AVAILABILITY[states[t.uri]])
+    skipped = [t.name for t in entries if states[t.uri] == "busy"]
+    if skipped:
+        log.info("transfer pool %s: %s busy, not tried", pool, ", ".join(skipped))
+    if not chosen:
+        raise CommandError(f"every agent of {pool} is busy: the caller stays on the line")
+    return chosen
 
 
 def _give_back(phone: Phone, call_id: int) -> bool:

@@ -125,6 +125,33 @@ def baresip_factory_challenging_refer(kamailio_challenging_refer: Kamailio,
     yield from _baresip_factory(kamailio_challenging_refer, tmp_path)
 
 
+@pytest.fixture(scope="module")
+def kamailio_blf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
+    """A registrar/proxy that also serves the dialog state of its users (RFC 4235): tests/peers/kamailio_blf.py."""
+    from tests.peers.kamailio_blf import BlfKamailio
+
+    proxy = BlfKamailio(tmp_path_factory.mktemp("kamailio-blf"), PASSWORDS, refuse_refer_to=REFUSED_REFER_TARGETS)
+    try:
+        proxy.start()
+    except PeerError as exc:
+        pytest.fail(f"Kamailio with the presence modules did not start: {exc} (tests/setup.sh installs "
+                    "kamailio-presence-modules)", pytrace=False)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def baresip_factory_blf(kamailio_blf: Kamailio, tmp_path: Path) -> Iterator[BaresipFactory]:
+    """Like baresip_factory, registered on the Kamailio that serves dialog state."""
+    yield from _baresip_factory(kamailio_blf, tmp_path)
+
+
+@pytest.fixture
+def sipp_target_factory_blf(kamailio_blf: Kamailio, tmp_path: Path) -> Iterator[SippTargetFactory]:
+    """Like sipp_target_factory, registered on the Kamailio that serves dialog state."""
+    yield from _sipp_target_factory(kamailio_blf, tmp_path)
+
+
 @pytest.fixture
 def linphone_factory(kamailio: Kamailio, tmp_path: Path) -> Iterator[LinphoneFactory]:
     """make(user, auto_answer=False) -> a started Linphone registered on the session Kamailio; all are stopped

@@ -275,23 +275,31 @@ class Kamailio:
                         f"{_db_text_value(password)}::")
         (db_dir / "subscriber").write_text("\n".join(rows) + "\n")
 
-    def _render_config(self, db_dir: Path) -> str:
+    #: The configuration template; a variant (tests/peers/kamailio_blf.py) brings its own.
+    template = TEMPLATE
+
+    def _defines(self) -> list[str]:
         defines = []
         if self.challenge_refer:
             defines.append("#!define CHALLENGE_REFER")
         if self.refuse_refer_to:
             defines.append("#!define REFUSE_REFER")
             defines.append(f'#!substdef "!REFUSED_REFER_USERS!({"|".join(self.refuse_refer_to)})!g"')
-        values = {
-            "defines": "\n".join(defines),
+        return defines
+
+    def _values(self, db_dir: Path) -> dict[str, str]:
+        return {
+            "defines": "\n".join(self._defines()),
             "port": str(self.port),
             "module_dir": _module_dir(),
             "ctl_socket": str(self._ctl_socket),
             "db_dir": str(db_dir),
         }
-        text = TEMPLATE.read_text()
-        for key, value in values.items():
+
+    def _render_config(self, db_dir: Path) -> str:
+        text = self.template.read_text()
+        for key, value in self._values(db_dir).items():
             text = text.replace("{{" + key + "}}", value)
         if "{{" in text:
-            raise PeerError(f"unfilled placeholder in {TEMPLATE}")
+            raise PeerError(f"unfilled placeholder in {self.template}")
         return text
