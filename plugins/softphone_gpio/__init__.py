@@ -23,7 +23,7 @@ from msgspec import Meta
 
 from firmware_app import Phone, hookimpl
 from firmware_app.config import Config
-from firmware_app.errors import ConfigError
+from firmware_app.errors import CommandError, ConfigError
 from firmware_app.extras import import_extra
 from firmware_app.gestures import ControlKind, TimingConfig
 from firmware_app.inputs import Backoff, DeviceStatus, InputControl
@@ -90,11 +90,22 @@ class StatusPatterns(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     idle: Pattern = "off"
 
 
+class LinePatterns(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """What a colleague's busy lamp shows (role "line"), by the state of their line."""
+
+    idle: Pattern = "off"
+    ringing: Pattern = "fast"
+    busy: Pattern = "on"
+    unknown: Pattern = "off"  # not known yet, or the registrar stopped telling
+
+
 class LedConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     pin: BcmPin
     active: Literal["high", "low"] = "high"  # "low": the LED is wired from 3.3 V to the pin
-    role: Literal["status"] = "status"
+    role: Literal["status", "line"] = "status"  # the phone's status, or a colleague's line (busy lamp)
+    line: str = ""  # role "line": the colleague's number or SIP URI, watched through the registrar
     patterns: StatusPatterns = StatusPatterns()
+    line_patterns: LinePatterns = LinePatterns()
     transfer_failed_ms: Annotated[int, Meta(ge=100, le=60_000)] = 3000
 
 
@@ -143,7 +154,8 @@ class StatusLed:
             return
         self.condition = condition
         self._stop()
-        pattern = getattr(self.config.patterns, condition)
+        patterns = self.config.line_patterns if self.config.role == "line" else self.config.patterns
+        pattern = getattr(patterns, condition)
         if pattern == "on":
             self.led.on()
         elif pattern == "off":
@@ -211,6 +223,10 @@ class GpioPlugin:
                             str(config.path), f"{key}.active", 'is required with pull = "off" ("low" or "high")'
                         )
                     config.declare_control(SOURCE, name)
+                elif item.role == "line" and not item.line.strip():
+                    raise ConfigError(str(config.path), f"{key}.line", 'is required with role = "line" (a number or SIP URI)')
+                elif item.role == "status" and item.line:
+                    raise ConfigError(str(config.path), f"{key}.line", 'only a role = "line" LED watches a line')
         self.enabled = bool(self.config.buttons or self.config.leds) and import_extra(
             log, "softphone_gpio", "gpio", ["gpiozero"], "the phone runs without its GPIO buttons and LEDs"
         )
@@ -295,7 +311,16 @@ class GpioPlugin:
             self.phone.state, self._registered, self._waiting, self._transfer_failed is not None, self._dnd
         )
         for led in self.leds.values():
-            led.show(condition)
+            if led.config.role == "status":
+                led.show(condition)
+
+    @hookimpl
+    def softphone_line_state_changed(self, uri: str, state: str) -> None:
+        if self.phone is None:
+            return
+        for led in self.leds.values():
+            if led.config.role == "line" and self.phone.complete_uri(led.config.line) == uri:
+                led.show(state)
 
     # --- devices ----------------------------------------------------------------------------------------
 
@@ -381,6 +406,13 @@ class GpioPlugin:
         led = LED(item.pin, active_high=item.active == "high", initial_value=False)
         self.devices[f"leds.{name}"] = led
         self.leds[name] = StatusLed(name, led, item, self.phone)
+        if item.role == "line":
+            uri = self.phone.complete_uri(item.line)
+            try:
+                self.phone.watch_lines([uri])
+            except CommandError as e:
+                log.warning("led %s: cannot watch %s: %s", name, uri, e)
+            self.leds[name].show(self.phone.line_states().get(uri, "unknown"))
 
     async def _retry_missing(self) -> None:
         backoff = Backoff(1.0, self.config.retry_max_s)

@@ -346,3 +346,30 @@ def test_status_led_shows_do_not_disturb_while_idle(mock_pins, phone_rig, tmp_pa
             assert conditions == ["not_registered", "idle", "dnd", "in_call", "dnd", "idle"]
 
     asyncio.run(scenario())
+
+
+def test_a_busy_lamp_shows_a_colleagues_line(mock_pins, phone_rig) -> None:
+    body = '[gpio.leds.anna]\npin = 22\nrole = "line"\nline = "1003"\n'
+    anna = "sip:1003@127.0.0.1:5060"
+
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], body) as rig:
+            pin = mock_pins.pin(22)
+            assert rig.engine.sent("watch_lines") == [([anna],)]
+            assert not pin.state  # not known yet: dark
+            rig.engine.line(anna, "busy")
+            await rig.wait(lambda: pin.state, what="lit while anna is busy")
+            pin.clear_states()
+            rig.engine.line(anna, "ringing")  # fast blink
+            await recorded(pin, 4)
+            assert_pattern(pin, [(0, True), (0, False), (0, True), (0.125, False)])
+            rig.engine.line(anna, "idle")
+
+            def conditions() -> list[str]:
+                return [e["condition"] for e in rig.events if e["event"] == "led" and e["name"] == "anna"]
+
+            await rig.wait(lambda: conditions()[-1:] == ["idle"], what="idle shown")
+            assert not pin.state
+            assert conditions() == ["unknown", "busy", "ringing", "idle"]
+
+    asyncio.run(scenario())
