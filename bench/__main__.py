@@ -15,7 +15,9 @@ node played over a socket (tests/usb_headset/sim.py), a PulseAudio daemon for a 
 5. a soak of calls answered and hung up: RSS, open fds and threads at the start and the end.
 
 See bench/README.md. ``--quick`` is a smoke run of about two minutes. Two stress benches run on their own:
-``python -m bench flood`` (bench/flood.py) and ``python -m bench soak`` (bench/race_soak.py).
+``python -m bench flood`` (bench/flood.py) and ``python -m bench soak`` (bench/race_soak.py); so does
+``python -m bench pool`` (bench/pool_transfer.py): a blind transfer to a pool whose first agent is busy,
+the ``available`` strategy against ``ordered``.
 """
 
 from __future__ import annotations
@@ -675,7 +677,8 @@ def header(results: dict[str, Any]) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
-                                epilog="python -m bench flood | soak --help: the stress benches (bench/README.md)")
+                                epilog="python -m bench flood | soak --help: the stress benches; python -m bench pool "
+                                       "--help: a transfer to a pool whose first agent is busy (bench/README.md)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 30 presses (and headset calls), 10 s idle, 100 soak calls, 2 starts")
     p.add_argument("--presses", type=int,
@@ -705,7 +708,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 #: Benches that run on their own, by their first argument; each module's main() takes the rest.
-STRESS_BENCHES = {"flood": "bench.flood", "soak": "bench.race_soak"}
+STRESS_BENCHES = {"flood": "bench.flood", "soak": "bench.race_soak", "pool": "bench.pool_transfer"}
 
 
 def main(argv: list[str] | None = None) -> int:
