@@ -156,7 +156,7 @@ def test_unknown_section_is_reported(tmp_path):
          "transfer.pools.a: a target has the same name"),
         ('[transfer]\ndefault = "nobody"\n', "transfer.default: unknown target or pool 'nobody'"),
         ('[transfer.pools.p]\ntargets = ["sip:a@b"]\nstrategy = "best"\n',
-         "transfer.pools.p.strategy: expected one of 'ordered', 'round_robin', 'random', got 'best'"),
+         "transfer.pools.p.strategy: expected one of 'ordered', 'round_robin', 'random', 'available', got 'best'"),
         ('[transfer]\nfinal_timeout = -1\n', "transfer.final_timeout: expected a number > 0"),
     ],
 )
