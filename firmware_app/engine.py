@@ -255,6 +255,7 @@ class _LineWatch(pj.Buddy):
         super().__init__()
         self.engine = engine
         self.uri = uri
+        self.said_bad_body = False  # a registrar that sends such bodies sends many: said once
 
     def onBuddyEvSubDlgEventState(self, prm: pj.OnBuddyEvSubStateParam) -> None:
         try:
@@ -264,11 +265,15 @@ class _LineWatch(pj.Buddy):
                 if whole.startswith("NOTIFY"):
                     state = line_state(whole.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in whole else "")
                     if state is None:
-                        log.warning("line %s: a NOTIFY with a body that is not dialog-info: ignored", self.uri)
+                        if not self.said_bad_body:
+                            log.warning("line %s: a NOTIFY whose body is not dialog-info: ignored", self.uri)
+                            self.said_bad_body = True
                     else:
                         self.engine.post(LineEvent(self.uri, state.value))
-            if self.getInfo().subState == pj.PJSIP_EVSUB_STATE_TERMINATED:
-                self.engine.post(LineEvent(self.uri, LineState.UNKNOWN.value, ended=True))
+            info = self.getInfo()
+            if info.subState == pj.PJSIP_EVSUB_STATE_TERMINATED:
+                reason = f"{info.subTermCode} {info.subTermReason}".strip()
+                self.engine.post(LineEvent(self.uri, LineState.UNKNOWN.value, ended=True, reason=reason))
         except Exception:
             log.exception("line %s: dialog event callback failed", self.uri)
 

@@ -39,6 +39,7 @@ class LineEvent:
     uri: str
     state: str  # a firmware_app.dialoginfo.LineState value
     ended: bool = False  # the subscription ended: the phone subscribes again after a while
+    reason: str = ""  # why it ended: the registrar's answer ("404 Not Found") or its reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,8 @@ from firmware_app.plugins import PluginHost
 from firmware_app.registration import RegistrationKeeper
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-LINE_RETRY_S = 5.0  # a watched line whose subscription ended is subscribed to again after this long
+LINE_RETRY_S = 5.0  # a watched line whose subscription ended is subscribed to again after this long,
+LINE_RETRY_MAX_S = 300.0  # doubling up to this while the registrar refuses it
 
 log = logging.getLogger("firmware_app.phone")
 
@@ -70,6 +71,7 @@ class Phone:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._published: dict[str, Any] = {}  # plugins' own parts of status() (publish_status)
         self._lines: dict[str, str] = {}  # watched colleagues' lines: URI -> idle, ringing, busy, unknown
+        self._line_retry: dict[str, float] = {}  # lines whose subscription ended: the next retry's delay
         # Hooks (and events) of a change wait until the change is complete: see _changing.
         self._depth = 0
         self._draining = False
@@ -563,8 +565,16 @@ class Phone:
 
     def _on_line(self, event: eng.LineEvent) -> None:
         if event.ended:
-            # PJSUA retries by itself only after some endings, and then after five minutes: try again soon.
-            self._loop().call_later(LINE_RETRY_S, self._rewatch_line, event.uri)
+            # PJSUA retries by itself only after some endings, and then after five minutes: try again soon,
+            # backing off while the registrar keeps refusing (a number it does not serve), said once.
+            delay = self._line_retry.get(event.uri, LINE_RETRY_S)
+            if event.uri not in self._line_retry:
+                log.warning("line %s: the registrar ended the subscription (%s); watching it again", event.uri,
+                            event.reason or "no reason given")
+            self._line_retry[event.uri] = min(delay * 2, LINE_RETRY_MAX_S)
+            self._loop().call_later(delay, self._rewatch_line, event.uri)
+        else:
+            self._line_retry.pop(event.uri, None)
         if self._lines.get(event.uri) == event.state:
             return
         self._lines[event.uri] = event.state

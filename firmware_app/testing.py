@@ -188,9 +188,9 @@ class FakeEngine:
     def rewatch_line(self, uri: str) -> None:
         self._command("rewatch_line", uri)
 
-    def line(self, uri: str, state: str, *, ended: bool = False) -> None:
+    def line(self, uri: str, state: str, *, ended: bool = False, reason: str = "") -> None:
         """The registrar reports a watched line's state (a NOTIFY), or the subscription's end."""
-        self.post(LineEvent(uri, state, ended))
+        self.post(LineEvent(uri, state, ended, reason))
 
     def send_dtmf(self, call_id: int, digits: str) -> str:
         self._command("send_dtmf", call_id, digits)

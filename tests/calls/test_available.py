@@ -70,13 +70,19 @@ async def test_every_agent_busy_fails_at_once_and_the_caller_stays(phone_rig):
         assert rig.phone.state is PhoneState.IN_CALL
 
 
-async def test_an_ended_subscription_is_unknown_and_watched_again(phone_rig, monkeypatch):
+async def test_an_ended_subscription_is_unknown_and_watched_again_with_a_backoff(phone_rig, monkeypatch, caplog):
     from firmware_app import phone as phone_module
 
     monkeypatch.setattr(phone_module, "LINE_RETRY_S", 0.05)
     async with phone_rig(["softphone_transfer"], POOL) as rig:
         rig.engine.line(A, "idle")
         await settle()
-        rig.engine.line(A, "unknown", ended=True)
-        await rig.wait(lambda: rig.engine.sent("rewatch_line") == [(A,)], what="the line watched again")
+        for tries in range(1, 4):  # the registrar refuses it again and again (a number it does not serve)
+            rig.engine.line(A, "unknown", ended=True, reason="404 Not Found")
+            await rig.wait(lambda: len(rig.engine.sent("rewatch_line")) == tries, what=f"retry {tries}")
         assert rig.phone.line_states()[A] == "unknown"
+        assert caplog.text.count("the registrar ended the subscription (404 Not Found)") == 1
+        assert rig.phone._line_retry[A] == pytest.approx(0.4)  # 0.05 doubled three times
+        rig.engine.line(A, "idle")  # back: the backoff starts afresh
+        await settle()
+        assert A not in rig.phone._line_retry

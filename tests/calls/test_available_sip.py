@@ -53,3 +53,17 @@ def test_a_busy_agent_is_skipped_without_an_invite(phone_factory, kamailio_blf, 
     invites_to_anna = [m for m in kamailio_blf.ladder(since=pressed)
                        if m.method == "INVITE" and m.is_request and m.to_user == "1003"]
     assert invites_to_anna == []  # skipped without an INVITE
+
+
+def test_a_line_the_registrar_refuses_is_unknown_and_said_once(
+    phone_factory, kamailio_blf, baresip_factory_blf
+):
+    ghost = f"sip:1098@{kamailio_blf.domain}"  # no such subscriber: Kamailio refuses the SUBSCRIBE
+    pool = POOL.replace('targets = ["anna", "ben"]', f'targets = ["{ghost}", "anna"]')
+    phone = phone_factory(proxy=kamailio_blf, extra=pool).start()
+    baresip_factory_blf("1003", answermode="auto")
+    wait(lambda: lines(phone).get("1003") == "idle", 10, "anna idle", phone)
+    refused = [m for m in kamailio_blf.ladder() if m.method == "SUBSCRIBE" and m.status == 404]
+    assert refused, "Kamailio did not refuse the subscription to 1098"
+    assert lines(phone)["1098"] == "unknown"  # never taken as idle
+    assert phone.log().count("the registrar ended the subscription (404") == 1
