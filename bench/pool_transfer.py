@@ -6,7 +6,7 @@ call's dialog state, RFC 4235), one phone (``firmware-app run``, user 1000, benc
 two pools over the same two agents, A (1003) then B (1004): ``ordered`` and ``available``.
 
 - Agent A is busy for the whole run: a baresip with ``answermode=auto`` in a call with another baresip (1005),
-  configured with ``call_max_calls 1`` so that it answers a second INVITE with 486 (baresip's "Max Calls";
+  with ``max_calls=1`` (baresip's call_max_calls) so that it answers a second INVITE with 486 ("Max Calls";
   the tests' baresip allows 4 calls and would auto-answer it).
 - Agent B is idle: a sipp UAS (tests/peers/sipp.py "answer": 180, then 200 after a fixed 200 ms).
 - Each round: a baresip caller (1001) calls the phone, the phone answers (``answer`` on the control socket),
@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import socket
 import statistics
@@ -38,10 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from unittest import mock
 
 from bench.harness import AppPhone, BenchError, Caller, Jitter, device_alsa_conf, wait
-from tests.peers import baresip as baresip_module
 from tests.peers.baresip import Baresip
 from tests.peers.kamailio_blf import BlfKamailio
 from tests.peers.ladder import SipMessage
@@ -71,22 +68,6 @@ strategy = "available"
 
 def say(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-class OneCallBaresip(Baresip):
-    """The tests' baresip with ``call_max_calls 1``: while in a call it refuses another with 486 Max Calls.
-
-    tests/peers/baresip.py writes its config from the module's template with ``call_max_calls 4`` (an agent
-    with ``answermode=auto`` would answer the second call); the bench changes only that line, for this peer.
-    """
-
-    def _start_once(self, timeout: float) -> Self:
-        template = baresip_module._CONFIG
-        one = re.sub(r"^call_max_calls\s+\d+\s*$", "call_max_calls\t\t1", template, flags=re.MULTILINE)
-        if one == template:
-            raise BenchError("tests/peers/baresip.py's config has no call_max_calls line to change")
-        with mock.patch.object(baresip_module, "_CONFIG", one):
-            return super()._start_once(timeout)
 
 
 @dataclass
@@ -140,8 +121,9 @@ class PoolBench:
             self.phone.start()
             self.phone.connect()
             wait(self.phone.registered, 15, "the phone to register")
-            self.a = self._peer(OneCallBaresip(self.work / "agent-a", AGENT_A, USERS[AGENT_A], self.pbx,
-                                               answermode="auto"))
+            # One call at a time: while in its call, A refuses another with 486 Max Calls.
+            self.a = self._peer(Baresip(self.work / "agent-a", AGENT_A, USERS[AGENT_A], self.pbx,
+                                        answermode="auto", max_calls=1))
             self.b = self._peer(SippTarget(self.work / "agent-b", AGENT_B, USERS[AGENT_B], self.pbx, "answer"))
             self.partner = self._peer(Baresip(self.work / "a-partner", A_PARTNER, USERS[A_PARTNER], self.pbx))
             self.ua = self._peer(Baresip(self.work / "caller", CALLER, USERS[CALLER], self.pbx))

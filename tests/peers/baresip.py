@@ -29,7 +29,7 @@ poll_method		epoll
 sip_listen		{host}:{sip_port}
 net_interface		{host}
 call_local_timeout	120
-call_max_calls		4
+call_max_calls		{max_calls}
 audio_player		aubridge,nil
 audio_alert		aubridge,nil
 audio_source		ausine,440
@@ -81,12 +81,14 @@ class Baresip(UserAgent):
     """
 
     def __init__(self, workdir: Path, user: str, password: str, kamailio: Kamailio, *,
-                 answermode: str = "manual") -> None:
+                 answermode: str = "manual", max_calls: int = 4) -> None:
+        """``max_calls``: more calls than this at once are refused with 486 (1: a phone without call waiting)."""
         self.workdir = Path(workdir)
         self.user = user
         self.password = password
         self.kamailio = kamailio
         self.answermode = answermode
+        self.max_calls = max_calls
         self.log_path = self.workdir / "baresip.log"
         self.sip_port = 0
         self.ctrl_port = 0
@@ -111,7 +113,8 @@ class Baresip(UserAgent):
         self.sip_port = free_port()
         self.ctrl_port = free_port(udp=False)
         (self.workdir / "config").write_text(_CONFIG.format(
-            host=LOOPBACK, sip_port=self.sip_port, ctrl_port=self.ctrl_port, module_dir=MODULE_DIR))
+            host=LOOPBACK, sip_port=self.sip_port, ctrl_port=self.ctrl_port, module_dir=MODULE_DIR,
+            max_calls=self.max_calls))
         (self.workdir / "accounts").write_text(
             f"<{self.uri}>;auth_pass={self.password};answermode={self.answermode};regint=600\n")
         self._process = ManagedProcess(f"baresip {self.user}", [baresip, "-f", str(self.workdir)],
