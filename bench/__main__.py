@@ -247,15 +247,10 @@ class Bench:
             return next((h for h in headsets if h["address"] == HEADSET), None)
 
         wait(held, 15, f"{phone.name} to hold the headset's channel", interval=0.05)
-        for _ in range(50):  # right after the phone's Open() bluealsa may still answer ERROR itself
-            headset.send("AT")
-            try:
-                headset.expect("OK", timeout=0.2)
-                break
-            except AssertionError:
-                continue
-        else:
-            raise BenchError("bluealsa never forwarded the headset's AT to the phone")
+        try:
+            headset.wait_forwarded()  # right after the phone's Open() bluealsa may still answer ERROR itself
+        except AssertionError as e:
+            raise BenchError(str(e)) from None
         headset.slc()
         headset.expect("+CIEV: 1,1")
         wait(lambda: (held() or {}).get("ready"), 5, "the headset to be ready", interval=0.05)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from dbus_fast import Message, MessageType
 
 from tests.hfp.fake_bluez_ag import ADAPTER, HFP_AG_UUID, HSP_AG_UUID, FakeBluez
+from tests.inputs.fake_bluez import BUS_CONFIG
 
 T = TypeVar("T")
 
@@ -40,21 +41,7 @@ PROFILE_UUIDS = {"HFP": HFP_AG_UUID, "HSP": HSP_AG_UUID}
 RFCOMM = "org.bluealsa.RFCOMM1"
 NOT_INSTALLED = "bluez-alsa-utils is not installed (tests/setup.sh installs it)"
 
-_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow receive_sender="*"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"""
+
 
 
 def bluealsa_installed() -> bool:
@@ -137,6 +124,21 @@ class Headset:
     async def expect_async(self, line: str, timeout: float = 5.0) -> list[str]:
         """:meth:`expect`, waited for without blocking the caller's loop."""
         return await asyncio.to_thread(self.expect, line, timeout)
+
+    def wait_forwarded(self, tries: int = 50) -> None:
+        """Wait until bluealsa forwards to the channel's holder (the phone): for a moment after its Open()
+        bluealsa still answers ERROR itself. The probe is a bare AT, which the phone answers OK."""
+        for _ in range(tries):
+            self.send("AT")
+            try:
+                self.expect("OK", timeout=0.2)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(self._failure("bluealsa never forwarded the headset's AT to the phone"))
+
+    async def wait_forwarded_async(self) -> None:
+        await asyncio.to_thread(self.wait_forwarded)
 
     def take(self) -> list[str]:
         """The lines received and not yet consumed (consumes them)."""
@@ -346,7 +348,7 @@ class Bluealsa:
         if daemon is None:
             raise RuntimeError("dbus-daemon is not installed: run tests/setup.sh (Debian package dbus-daemon)")
         conf = self.workdir / "bus.conf"
-        conf.write_text(_BUS_CONFIG.format(socket=self.workdir / "system_bus.sock"))
+        conf.write_text(BUS_CONFIG.format(socket=self.workdir / "system_bus.sock"))  # as the BLE tests' bus
         with (self.workdir / "dbus.log").open("wb") as log:
             self._dbus = subprocess.Popen(
                 [daemon, f"--config-file={conf}", "--nofork", "--print-address"],

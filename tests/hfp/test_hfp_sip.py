@@ -68,13 +68,7 @@ def connect_headset(phone: PhoneProcess, bluealsa: Bluealsa, transport: str = "H
     """The headset connects, the phone takes its channel, the SLC completes: service 1."""
     headset = bluealsa.connect(ADDRESS, transport)
     wait(lambda: any(h["address"] == ADDRESS for h in headset_status(phone)), 5, "the phone to hold the channel", phone)
-    for _ in range(50):  # right after Open() bluealsa may still answer for a moment (ERROR): probe with AT
-        headset.send("AT")
-        try:
-            headset.expect("OK", timeout=0.2)
-            break
-        except AssertionError:
-            continue
+    headset.wait_forwarded()
     if transport == "HFP":
         headset.slc()
         headset.expect("+CIEV: 1,1")

@@ -44,26 +44,12 @@ async def connected(rig: Rig, bluealsa: Bluealsa, transport: str = "HFP", addres
     """A headset connects; the phone takes its channel; then (HFP) the SLC, which ends with service 1."""
     headset = await bluealsa.connect_async(address, transport)
     await rig.wait(lambda: headset_of(rig, address), what=f"the phone to hold {address}'s channel")
-    await watched(headset)
+    await headset.wait_forwarded_async()
     if transport == "HFP":
         await headset.slc_async()
         await headset.expect_async("+CIEV: 1,1")
     await rig.wait(lambda: headset_of(rig, address)["ready"], what="the headset to be ready")
     return headset
-
-
-async def watched(headset: Headset) -> None:
-    """Wait until bluealsa forwards to the phone: for a moment after Open() it still answers itself (ERROR).
-
-    The probe is a bare AT, which the phone answers OK (a headset checks with it that someone listens)."""
-    for _ in range(50):
-        headset.send("AT")
-        try:
-            await headset.expect_async("OK", timeout=0.2)
-            return
-        except AssertionError:
-            continue
-    raise AssertionError("bluealsa never forwarded to the phone")
 
 
 async def seen(headset: Headset, line: str) -> None:
@@ -179,7 +165,7 @@ async def test_bad_lines_get_error_and_are_logged_once(hfp_phone, bluealsa, capl
         # bluealsa drops an over-long line itself, in pieces (the dialogue's own limit: test_dialogue.py), and
         # may take what follows with it; the channel then works again.
         headset.send("AT" + "9" * 600)
-        await watched(headset)
+        await headset.wait_forwarded_async()
         headset.send("AT+CLIP=1")
         await headset.expect_async("OK")
         logged = [r.getMessage() for r in caplog.records if "XYZZY" in r.getMessage()]

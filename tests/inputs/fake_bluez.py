@@ -24,7 +24,7 @@ SERVICE_UUID = "0000ff00-0000-1000-8000-00805f9b34fb"
 CHAR_UUID = "0000ff01-0000-1000-8000-00805f9b34fb"
 TICK_UUID = "0000ff7f-0000-1000-8000-00805f9b34fb"  # service data that changes at each advertising event
 
-_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
@@ -89,7 +89,7 @@ class FakeBluez:
         if not os.access(daemon, os.X_OK):
             raise RuntimeError("dbus-daemon is not installed: run tests/setup.sh (Debian package dbus-daemon)")
         conf = self.workdir / "bus.conf"
-        conf.write_text(_BUS_CONFIG.format(socket=self.socket))
+        conf.write_text(BUS_CONFIG.format(socket=self.socket))
         log = (self.workdir / "dbus.log").open("wb")
         self._logs.append(log)
         self._procs.append(subprocess.Popen([daemon, f"--config-file={conf}", "--nofork"], stdout=log, stderr=log))
