@@ -42,8 +42,6 @@ RFCOMM = "org.bluealsa.RFCOMM1"
 NOT_INSTALLED = "bluez-alsa-utils is not installed (tests/setup.sh installs it)"
 
 
-
-
 def bluealsa_installed() -> bool:
     return shutil.which("bluealsa") is not None
 
