@@ -41,6 +41,7 @@ import pjsua2 as pj
 from firmware_app import alsa
 from firmware_app.config import Config, registrar_hostport
 from firmware_app.dialoginfo import LineState, line_state
+from firmware_app.quality import quality
 from firmware_app.errors import CommandError, EngineError
 from firmware_app.events import (  # noqa: F401 (re-exported: the engine's reports)
     POLL_MS,
@@ -48,6 +49,7 @@ from firmware_app.events import (  # noqa: F401 (re-exported: the engine's repor
     DtmfEvent,
     EngineEvent,
     LineEvent,
+    QualityEvent,
     IncomingEvent,
     MediaEvent,
     MwiEvent,
@@ -228,6 +230,22 @@ class _PhoneCall(pj.Call):
         except Exception:
             prm.statusCode = 500
             log.exception("call %s: transfer request callback failed", self.id)
+
+    def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
+        """The audio stream is about to go (call end, or a re-INVITE that replaces it): its RTCP figures."""
+        try:
+            stat = self.getStreamStat(prm.streamIdx)
+            rtcp = stat.rtcp
+            rx, tx = rtcp.rxStat, rtcp.txStat
+            if rx.pkt == 0 and tx.pkt == 0:
+                return  # no audio flowed: nothing to say
+            self.engine.post(QualityEvent(quality(
+                self.id, rx_packets=rx.pkt, rx_lost=rx.loss, tx_packets=tx.pkt, tx_lost=tx.loss,
+                jitter_ms=rx.jitterUsec.mean / 1000, jitter_max_ms=rx.jitterUsec.max / 1000,
+                rtt_ms=rtcp.rttUsec.mean / 1000 if rtcp.rttUsec.n else 0.0,
+            )))
+        except Exception:
+            log.debug("call %s: no stream statistics", self.id, exc_info=True)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, Union
 
 from firmware_app.model import Call, Registration
+from firmware_app.quality import CallQuality
 
 #: Longest time the engine thread blocks before it checks for a stop request and beats its heart.
 POLL_MS = 1000
@@ -30,6 +31,13 @@ class IncomingEvent:
     call: Call  # its alert_info and call_info are the INVITE's (auto-answer, intercom)
     source: str  # "ip:port" the INVITE came from
     to_user: str  # the user part of the INVITE's request URI
+
+
+@dataclass(frozen=True, slots=True)
+class QualityEvent:
+    """A call's audio stream ended (the call ended, or a re-INVITE replaced it): its RTCP figures."""
+
+    quality: CallQuality
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +107,7 @@ class TransferRequestEvent:
 
 EngineEvent = Union[
     RegEvent, IncomingEvent, CallEvent, MediaEvent, TransferEvent, TransferRequestEvent, MwiEvent, ReinviteEvent,
-    DtmfEvent, LineEvent,
+    DtmfEvent, LineEvent, QualityEvent,
 ]
 
 

@@ -537,6 +537,10 @@ class Phone:
                     self._on_dtmf(event)
                 case eng.LineEvent():
                     self._on_line(event)
+                case eng.QualityEvent(quality=q):
+                    log.info("call %s: audio received %s packets, %s lost (%.2f %%), jitter %.1f ms, round trip %.1f ms, "
+                             "MOS %.2f", q.call_id, q.rx_packets, q.rx_lost, q.rx_loss_percent, q.jitter_ms, q.rtt_ms, q.mos)
+                    self._emit("call_quality", **to_json(q), rx_loss_percent=q.rx_loss_percent)
                 case eng.ReinviteEvent():
                     self._on_reinvite_failed(event)
                 case eng.TransferRequestEvent(call_id=cid, uri=uri, accepted=ok):
