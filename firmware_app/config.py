@@ -127,6 +127,7 @@ class Config:
         self.audio = core.audio
         self.security = core.security
         self._password = password
+        self.secrets: dict[str, str] = {}  # plugins' secrets from the secrets file (mqtt_password)
         self._claimed: set[str] = set(_CORE_SECTIONS)
         #: Names of every action the loaded plugins offer, once they are loaded (None before).
         self.known_actions: set[str] | None = None
@@ -199,8 +200,10 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
         raise ConfigError(file, "account", "required table is missing ([account] with registrar and user)")
     core = convert(core_raw, Core, file, "")
     _check_security(file, core.security)
-    password = load_password(path, core.account) if secrets else ""
-    return Config(path, raw, core, password)
+    found = load_secrets(path, core.account) if secrets else {}
+    config = Config(path, raw, core, found.get("password", ""))
+    config.secrets = {k: v for k, v in found.items() if k != "password"}
+    return config
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -235,8 +238,18 @@ def _check_security(file: str, security: Security) -> None:
         raise ConfigError(file, "security.tls_ca_file", f"no such file: {security.tls_ca_file}")
 
 
+#: What the secrets file may hold besides the SIP password: secrets of plugins (the MQTT broker's password).
+PLUGIN_SECRETS = frozenset({"mqtt_password"})
+
+
 def load_password(config_path: Path, account: Account) -> str:
     """The SIP password, from a systemd credential or the secrets file (which others must not read)."""
+    return load_secrets(config_path, account)["password"]
+
+
+def load_secrets(config_path: Path, account: Account) -> dict[str, str]:
+    """The secrets (``password``, and those of :data:`PLUGIN_SECRETS`), from a systemd credential or the
+    secrets file (which others must not read)."""
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir and (Path(cred_dir) / CREDENTIAL_NAME).is_file():
         secrets_path = Path(cred_dir) / CREDENTIAL_NAME
@@ -257,10 +270,14 @@ def load_password(config_path: Path, account: Account) -> str:
     password = data.get("password")
     if not isinstance(password, str) or not password:
         raise ConfigError(file, "password", "expected a non-empty string")
-    unknown = set(data) - {"password"}
+    unknown = set(data) - {"password"} - PLUGIN_SECRETS
     if unknown:
-        raise ConfigError(file, sorted(unknown)[0], "unknown key (only password belongs here)")
-    return password
+        known = ", ".join(sorted({"password", *PLUGIN_SECRETS}))
+        raise ConfigError(file, sorted(unknown)[0], f"unknown key (known here: {known})")
+    for key in PLUGIN_SECRETS & set(data):
+        if not isinstance(data[key], str) or not data[key]:
+            raise ConfigError(file, key, "expected a non-empty string")
+    return {k: str(v) for k, v in data.items()}
 
 
 # --- turning msgspec's reports into FILE: KEY: expectation -----------------------------------------------

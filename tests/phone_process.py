@@ -34,7 +34,9 @@ class PhoneProcess:
         account: str = "",
         logging: str = "",
         env: dict[str, str] | None = None,
+        secrets: str = "",
     ) -> None:
+        """``secrets``: more lines for the secrets file (``mqtt_password = "..."``)."""
         self.workdir = workdir
         self.kamailio = kamailio
         self.user = user
@@ -47,9 +49,9 @@ class PhoneProcess:
             f'retry_interval = 1\nretry_max = 4\n{account}\n[control]\nsocket = "{self.socket}"\n\n'
             f'[logging]\nlevel = "debug"\n{logging}\n{extra}'
         )
-        secrets = workdir / "secrets.toml"
-        secrets.write_text(f'password = "{password}"\n')
-        secrets.chmod(0o600)
+        secrets_file = workdir / "secrets.toml"
+        secrets_file.write_text(f'password = "{password}"\n{secrets}')
+        secrets_file.chmod(0o600)
         inherited = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not the test runner's
         # What the phone keeps across restarts (volume, DND, recent calls) stays in the test's folder.
         self.env = {**inherited, "PYTHONUNBUFFERED": "1", "STATE_DIRECTORY": str(workdir), **(env or {})}

@@ -1,0 +1,305 @@
+"""Plugin: the phone on the fleet's MQTT broker: what it does, how its calls sounded, and allowlisted commands.
+
+Under ``PREFIX/DEVICE/`` (``firmware-app/desk-12/``) the phone publishes, as JSON with a ``schema`` version:
+
+| topic | retained | what |
+|---|---|---|
+| ``online`` | yes | ``{"online": true, ...}``; the broker publishes ``{"online": false}`` (the last will) if the phone vanishes |
+| ``state`` | yes | the phone's state, registration, DND, headsets: whenever one changes |
+| ``event/call`` | no | each call's changes (start, answer, end with its code) |
+| ``event/quality`` | no | a call's audio at its end: RTCP loss, jitter, round trip, an E-model MOS |
+| ``event/transfer`` | no | a transfer's progress and outcome, with its target |
+| ``event/button`` | no | button events, only with ``buttons = true`` |
+| ``event/device`` | no | headsets and other input devices coming and going |
+| ``result/ID`` | no | the answer to command ``ID`` |
+
+Commands arrive on ``PREFIX/DEVICE/cmd`` only, as ``{"id": "...", "command": "doctor" | "test_call" | "dnd",
+"argument": ...}``, and only those listed in ``commands`` run; every command gets a result (ok or
+an error naming why). The broker's ACL is the authorization: a phone may write its own subtree only.
+
+The call path never waits for the network: messages go into a bounded buffer (``buffer`` messages, the oldest
+dropped first, with a count), and a task on the phone's loop sends them while the broker is there.
+
+```toml
+[telemetry]
+broker = "mqtt.example.com:8883"     # TLS, the server's certificate verified
+device = ""                          # "" = the host name
+prefix = "firmware-app"
+username = "desk-12"                 # password: mqtt_password in the secrets file
+client_cert = ""                     # or a client certificate and key (files)
+client_key = ""
+ca_file = ""                         # "" = the system's CAs
+commands = ["doctor", "dnd"]         # allowlisted remote commands; [] = none (the default)
+test_call = ""                       # the number the test_call command calls
+buttons = false
+buffer = 1000
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from firmware_app import Phone, __version__, hookimpl
+from firmware_app.config import Config
+from firmware_app.errors import CommandError, ConfigError
+from firmware_app.extras import import_extra
+from firmware_app.inputs import Backoff
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+log = logging.getLogger("firmware_app.telemetry")
+
+SCHEMA = 1  # of every message's JSON; raised when a field changes meaning or goes away
+MAX_COMMAND = 4096  # bytes: a longer command payload is refused unread
+Command = Literal["doctor", "test_call", "dnd"]
+
+
+class TelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    broker: str = ""
+    device: str = ""
+    prefix: str = "firmware-app"
+    username: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    ca_file: str = ""
+    commands: list[Command] = []
+    test_call: str = ""
+    buttons: bool = False
+    buffer: Annotated[int, Meta(ge=10, le=100_000)] = 1000
+    keepalive_s: Annotated[int, Meta(ge=10, le=3600)] = 60
+    retry_first_s: Annotated[float, Meta(ge=0.1, le=60)] = 1.0
+    retry_max_s: Annotated[float, Meta(ge=0.1, le=3600)] = 60.0
+
+
+class TelemetryPlugin:
+    def __init__(self) -> None:
+        self.config = TelemetryConfig()
+        self.enabled = False
+        self.phone: Phone | None = None
+        self.host, self.port = "", 8883
+        self.device = ""
+        self.password: str | None = None
+        self.files: dict[str, Path] = {}
+        self.config_path = Path("/etc/firmware-app/config.toml")
+        self.outbox: collections.deque[tuple[str, bytes, bool]] = collections.deque()
+        self.dropped = 0
+        self.connected = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Any = None
+        self._state: dict[str, Any] = {}
+        self._devices: dict[str, str] = {}
+
+    # --- configuration and lifecycle --------------------------------------------------------------------
+
+    @hookimpl
+    def softphone_configure(self, config: Config) -> None:
+        present = "telemetry" in config.raw
+        c = self.config = config.convert(config.section("telemetry"), TelemetryConfig, "telemetry")
+        self.config_path = config.path
+        if not present:
+            return
+        file = str(config.path)
+        if not c.broker:
+            raise ConfigError(file, "telemetry.broker", "expected the broker's host[:port] (TLS, port 8883 by default)")
+        host, _, port = c.broker.rpartition(":") if c.broker.count(":") == 1 else (c.broker, "", "8883")
+        if not port.isdigit():
+            raise ConfigError(file, "telemetry.broker", f"expected host[:port], got {c.broker!r}")
+        self.host, self.port = host, int(port)
+        if bool(c.client_cert) != bool(c.client_key):
+            raise ConfigError(file, "telemetry.client_cert", "give the client certificate and its key together")
+        for key in ("client_cert", "client_key", "ca_file"):
+            if value := getattr(c, key):
+                path = Path(value) if Path(value).is_absolute() else config.path.parent / value
+                if not path.is_file():
+                    raise ConfigError(file, f"telemetry.{key}", f"no such file: {path}")
+                self.files[key] = path
+        if "test_call" in c.commands and not c.test_call:
+            raise ConfigError(file, "telemetry.test_call", "the test_call command needs the number to call")
+        self.password = config.secrets.get("mqtt_password")
+        if c.username and self.password is None and not c.client_cert:
+            raise ConfigError(file, "telemetry.username", "needs mqtt_password in the secrets file (or a client_cert)")
+        self.device = c.device or socket.gethostname()
+        if not all(ch.isalnum() or ch in "-_." for ch in self.device):
+            raise ConfigError(file, "telemetry.device", f"letters, digits, - _ and . only (an MQTT topic level), got {self.device!r}")
+        self.enabled = import_extra(log, "softphone_telemetry", "telemetry", ("aiomqtt",), "the phone runs without its telemetry")
+
+    @hookimpl
+    def softphone_startup(self, phone: Phone) -> None:
+        if not self.enabled:
+            return
+        self.phone = phone
+        self._wake = asyncio.Event()
+        self._unsubscribe = phone.subscribe(self._on_event)
+        self._task = phone.spawn(self._run())
+        self._publish_state()
+
+    @hookimpl
+    def softphone_shutdown(self, phone: Phone) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+
+    def topic(self, *parts: str) -> str:
+        return "/".join((self.config.prefix, self.device, *parts))
+
+    # --- what the phone says -> the outbox ---------------------------------------------------------------
+
+    def send(self, subtopic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        """Queue a message; never waits. The oldest are dropped first when the broker has been away long."""
+        body = json.dumps({"schema": SCHEMA, "device": self.device, "time": round(time.time(), 3), **payload},
+                          separators=(",", ":")).encode()
+        if len(self.outbox) >= self.config.buffer:
+            self.outbox.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("telemetry: the broker is away; %s messages dropped so far (oldest first)", self.dropped)
+        self.outbox.append((self.topic(subtopic), body, retain))
+        self._wake.set()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        fields = {k: v for k, v in event.items() if k not in ("event", "time")}
+        if kind == "call":
+            self.send("event/call", fields)
+        elif kind == "call_quality":
+            self.send("event/quality", fields)
+        elif kind == "transfer":
+            self.send("event/transfer", fields)
+        elif kind == "input" and self.config.buttons:
+            self.send("event/button", fields)
+        elif kind == "input_device":
+            self.send("event/device", fields)
+            self._devices[f"{event.get('source')}:{event.get('device')}"] = str(event.get("state"))
+            self._publish_state()
+        elif kind in ("state", "registration", "dnd", "line"):
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        phone = self.phone
+        if phone is None:
+            return
+        status = phone.status()
+        state = {
+            "state": status.get("state"),
+            "registration": (status.get("registration") or {}).get("state"),
+            "dnd": (status.get("dnd") or {}).get("on", False),
+            "calls": len(status.get("calls", [])),
+            "devices": dict(self._devices),  # headsets and buttons: "usb_headset:headset": "connected"...
+            "version": __version__,
+        }
+        if state != self._state:
+            self._state = state
+            self.send("state", state, retain=True)
+
+    # --- the connection ---------------------------------------------------------------------------------
+
+    def _tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.files["ca_file"]) if "ca_file" in self.files else None)
+        if "client_cert" in self.files:
+            context.load_cert_chain(str(self.files["client_cert"]), str(self.files["client_key"]))
+        return context
+
+    async def _run(self) -> None:
+        import aiomqtt
+
+        backoff = Backoff(self.config.retry_first_s, max(self.config.retry_first_s, self.config.retry_max_s))
+        said = ""
+        will = aiomqtt.Will(self.topic("online"), json.dumps({"schema": SCHEMA, "device": self.device, "online": False}),
+                            qos=1, retain=True)
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, username=self.config.username or None, password=self.password,
+                    identifier=f"{self.config.prefix}-{self.device}", will=will, tls_context=self._tls(),
+                    keepalive=self.config.keepalive_s, timeout=10,
+                ) as client:
+                    self.connected, said = True, ""
+                    backoff.reset()
+                    log.info("telemetry: connected to %s:%s as %s", self.host, self.port, self.device)
+                    await client.subscribe(self.topic("cmd"), qos=1)
+                    await client.publish(self.topic("online"), json.dumps(
+                        {"schema": SCHEMA, "device": self.device, "online": True, "time": round(time.time(), 3)}),
+                        qos=1, retain=True)
+                    sender = asyncio.create_task(self._drain(client))
+                    try:
+                        async for message in client.messages:
+                            await self._command(message)
+                    finally:
+                        sender.cancel()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # aiomqtt.MqttError, ssl errors, OSError: said once per kind of failure
+                self.connected = False
+                reason = str(e) or type(e).__name__
+                if reason != said:
+                    log.warning("telemetry: broker %s:%s: %s; trying again with a backoff (calls are not affected)",
+                                self.host, self.port, reason)
+                    said = reason
+            await asyncio.sleep(backoff.next())
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.outbox:
+                topic, body, retain = self.outbox[0]
+                await client.publish(topic, body, qos=1, retain=retain)
+                self.outbox.popleft()
+
+    # --- commands ---------------------------------------------------------------------------------------
+
+    async def _command(self, message: aiomqtt.Message) -> None:
+        if str(message.topic) != self.topic("cmd"):
+            return  # the broker's ACL should not let it come: nothing for this device runs
+        raw = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        command_id = None
+        try:
+            if len(raw) > MAX_COMMAND:
+                raise CommandError(f"the command is longer than {MAX_COMMAND} bytes")
+            try:
+                request = json.loads(raw)
+            except ValueError:
+                raise CommandError("the command is not JSON") from None
+            if not isinstance(request, dict) or not isinstance(request.get("id"), str) or not request["id"]:
+                raise CommandError('expected {"id": "...", "command": "...", "argument": ...}')
+            command_id = request["id"][:64]
+            result = await self._run_command(str(request.get("command")), request.get("argument"))
+            answer = {"id": command_id, "ok": True, "result": result}
+        except CommandError as e:
+            log.warning("telemetry: command %s refused: %s", command_id or "(no id)", e)
+            answer = {"id": command_id, "ok": False, "error": str(e)}
+        self.send(f"result/{command_id or 'invalid'}", answer)
+
+    async def _run_command(self, command: str, argument: Any) -> Any:
+        phone = self.phone
+        assert phone is not None
+        if command not in Command.__args__:  # type: ignore[attr-defined]
+            raise CommandError(f"unknown command {command!r}")
+        if command not in self.config.commands:
+            raise CommandError(f"the command {command!r} is not allowed on this device ([telemetry] commands)")
+        log.info("telemetry: remote command %s", command)
+        if command == "dnd":
+            return await phone.run_action(f"dnd:{argument}" if argument in ("on", "off") else "dnd")
+        if command == "test_call":
+            return {"call": phone.dial(self.config.test_call)}
+        if command == "doctor":
+            from firmware_app import doctor  # looks at the machine: a second or two, off the phone's thread
+
+            report = await asyncio.get_running_loop().run_in_executor(None, doctor.run, str(self.config_path))
+            return {"ok": report["ok"], "problems": report["problems"]}
+        raise CommandError(f"unknown command {command!r}")
