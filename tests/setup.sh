@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
     # real SIP peers for the tests
-    kamailio kamailio-sqlite-modules kamailio-extra-modules kamailio-presence-modules baresip-core sip-tester linphone-cli
+    kamailio kamailio-sqlite-modules kamailio-extra-modules kamailio-presence-modules baresip-core sip-tester linphone-cli mosquitto mosquitto-clients
     # building pjproject 2.17 with ALSA and OpenSSL 3
     build-essential swig python3-dev python3-venv libasound2-dev libssl-dev libopus-dev uuid-dev
     libgsm1-dev libspeex-dev libspeexdsp-dev libsrtp2-dev libsamplerate0-dev xz-utils dpkg-dev
