@@ -34,7 +34,7 @@ fi
 
 python=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,gpio,ble,headset-keys,audio,hfp,bench]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,gpio,ble,headset-keys,audio,hfp,telemetry,bench]'
 
 if [[ ${FIRMWARE_APP_PJSUA2:-build} == wheel ]]; then
     .venv/bin/python -m pip install -q '.[wheel-pjsua2]'

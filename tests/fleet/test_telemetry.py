@@ -1,0 +1,124 @@
+"""The phone on a real Mosquitto (TLS, ACL per device): its state, calls and call quality, its last will,
+allowlisted commands with results, and the broker going away without the calls noticing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from tests.fleet.mosquitto import Mosquitto, Watcher
+from tests.phone_process import wait
+
+PREFIX = "firmware-app/phone-a"
+
+
+def telemetry(mosquitto: Mosquitto, extra: str = "") -> str:
+    return (f'[telemetry]\nbroker = "{mosquitto.host}:{mosquitto.port}"\nca_file = "{mosquitto.ca_file}"\n'
+            f'device = "phone-a"\nusername = "phone-a"\nretry_first_s = 0.2\nretry_max_s = 1.0\n{extra}')
+
+
+def payload(message) -> dict:
+    return json.loads(message["payload"])
+
+
+def start_phone(phone_factory, mosquitto: Mosquitto, extra: str = ""):
+    return phone_factory(extra=telemetry(mosquitto, extra), secrets='mqtt_password = "pw-a"\n').start()
+
+
+def operator(mosquitto: Mosquitto) -> Watcher:
+    watcher = Watcher(mosquitto, "operator", "pw-op", "firmware-app/#")
+    watcher.wait_subscribed()
+    return watcher
+
+
+def test_the_phone_says_it_is_online_and_its_calls_and_their_quality(phone_factory, mosquitto, baresip_factory,
+                                                                    kamailio):
+    fleet = operator(mosquitto)
+    phone = start_phone(phone_factory, mosquitto)
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and payload(m)["online"], timeout=10)
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/state" and payload(m)["registration"] == "registered")
+
+    caller = baresip_factory("1001")
+    caller.dial(kamailio.uri("1000"))
+    phone.wait_state("ringing")
+    phone.cli("action", "answer")
+    caller.wait_event("CALL_ESTABLISHED")
+    time.sleep(3)  # some audio
+    caller.hangup()
+    quality = payload(fleet.wait(lambda m: m["topic"] == f"{PREFIX}/event/quality", timeout=10))
+    assert quality["schema"] == 1 and quality["device"] == "phone-a"
+    assert quality["rx_packets"] > 100 and 1.0 <= quality["mos"] <= 4.5
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/event/call" and payload(m)["state"] == "ended", timeout=10)
+    states = [payload(m)["state"] for m in fleet.messages() if m["topic"] == f"{PREFIX}/event/call"]
+    assert states[0] == "ringing" and "active" in states and states[-1] == "ended"
+
+    late = Watcher(mosquitto, "operator", "pw-op", f"{PREFIX}/online")  # a dashboard that starts later
+    assert payload(late.wait(lambda m: m["retain"], timeout=5))["online"] is True
+    late.stop()
+
+
+def test_the_last_will_says_offline_when_the_phone_vanishes(phone_factory, mosquitto):
+    fleet = operator(mosquitto)
+    phone = start_phone(phone_factory, mosquitto)
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and payload(m)["online"], timeout=10)
+    phone.stop(signal.SIGKILL)
+    gone = fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and not payload(m)["online"], timeout=100)
+    assert payload(gone)["device"] == "phone-a"
+
+
+def test_allowlisted_commands_run_and_others_are_refused_with_a_result(phone_factory, mosquitto):
+    fleet = operator(mosquitto)
+    start_phone(phone_factory, mosquitto, 'commands = ["dnd"]\n')
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online", timeout=10)
+
+    def command(body: str, *, topic: str = f"{PREFIX}/cmd") -> None:
+        mosquitto.publish("operator", "pw-op", topic, body)
+
+    def result(command_id: str) -> dict:
+        return payload(fleet.wait(lambda m: m["topic"] == f"{PREFIX}/result/{command_id}", timeout=10))
+
+    command(json.dumps({"id": "c1", "command": "dnd", "argument": "on"}))
+    first = result("c1")
+    assert first["ok"] is True and first["result"]["on"] is True
+    command(json.dumps({"id": "c2", "command": "doctor"}))
+    assert "not allowed" in result("c2")["error"]
+    command(json.dumps({"id": "c3", "command": "reboot-everything"}))
+    assert "unknown command" in result("c3")["error"]
+    command("{not json")
+    command(json.dumps({"id": "c4", "command": "dnd", "pad": "x" * 5000}))  # over 4 kB: refused unread
+
+    def invalid() -> list[str]:
+        return [payload(m)["error"] for m in fleet.messages() if m["topic"] == f"{PREFIX}/result/invalid"]
+
+    wait(lambda: len(invalid()) == 2, 10, "two invalid commands answered")
+    assert "not JSON" in invalid()[0] and "longer than 4096 bytes" in invalid()[1]
+    command(json.dumps({"id": "c5", "command": "dnd", "argument": "off"}), topic="firmware-app/phone-b/cmd")
+    command(json.dumps({"id": "c6", "command": "dnd", "argument": "off"}))  # the witness: after c5
+    assert result("c6")["ok"] is True
+    assert not [m for m in fleet.messages() if m["topic"].endswith("/result/c5")]  # another device's: not run
+
+
+def test_the_broker_away_during_a_call_leaves_the_call_alone_and_messages_come_after(
+    phone_factory, mosquitto, baresip_factory, kamailio
+):
+    fleet = operator(mosquitto)
+    phone = start_phone(phone_factory, mosquitto)
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online", timeout=10)
+    caller = baresip_factory("1001")
+    caller.dial(kamailio.uri("1000"))
+    phone.wait_state("ringing")
+    fleet.stop()
+    mosquitto.stop()
+    phone.cli("action", "answer")  # the call goes on without the broker
+    caller.wait_event("CALL_ESTABLISHED")
+    phone.wait_state("in_call")
+    phone.cli("action", "dnd")  # and so do the phone's commands
+    caller.hangup()
+    phone.wait_state("idle")
+    mosquitto.start()
+    back = operator(mosquitto)
+    # What happened while the broker was away arrives once it is back: the call's answer and end.
+    back.wait(lambda m: m["topic"] == f"{PREFIX}/event/call" and payload(m)["state"] == "ended", timeout=20)
+    states = [payload(m)["state"] for m in back.messages() if m["topic"] == f"{PREFIX}/event/call"]
+    assert "active" in states  # answered while the broker was away, kept in the outbox, delivered now
