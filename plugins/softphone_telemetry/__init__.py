@@ -79,6 +79,8 @@ class TelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     test_call: str = ""
     buttons: bool = False
     buffer: Annotated[int, Meta(ge=10, le=100_000)] = 1000
+    home_assistant: bool = False  # MQTT discovery: the phone appears in Home Assistant as a device
+    discovery_prefix: str = "homeassistant"
     keepalive_s: Annotated[int, Meta(ge=10, le=3600)] = 60
     retry_first_s: Annotated[float, Meta(ge=0.1, le=60)] = 1.0
     retry_max_s: Annotated[float, Meta(ge=0.1, le=3600)] = 60.0
@@ -178,6 +180,7 @@ class TelemetryPlugin:
             self.send("event/call", fields)
         elif kind == "call_quality":
             self.send("event/quality", fields)
+            self.send("last_call", fields, retain=True)  # the fleet's dashboards show the last call's quality
         elif kind == "transfer":
             self.send("event/transfer", fields)
         elif kind == "input" and self.config.buttons:
@@ -200,6 +203,7 @@ class TelemetryPlugin:
             "dnd": (status.get("dnd") or {}).get("on", False),
             "calls": len(status.get("calls", [])),
             "devices": dict(self._devices),  # headsets and buttons: "usb_headset:headset": "connected"...
+            "headset": any(d.startswith(("hfp:", "usb_headset:")) and v == "connected" for d, v in self._devices.items()),
             "version": __version__,
         }
         if state != self._state:
@@ -235,6 +239,9 @@ class TelemetryPlugin:
                     await client.publish(self.topic("online"), json.dumps(
                         {"schema": SCHEMA, "device": self.device, "online": True, "time": round(time.time(), 3)}),
                         qos=1, retain=True)
+                    if self.config.home_assistant:
+                        for topic, config in self.discovery().items():
+                            await client.publish(topic, json.dumps(config), qos=1, retain=True)
                     sender = asyncio.create_task(self._drain(client))
                     try:
                         async for message in client.messages:
@@ -260,6 +267,33 @@ class TelemetryPlugin:
                 topic, body, retain = self.outbox[0]
                 await client.publish(topic, body, qos=1, retain=retain)
                 self.outbox.popleft()
+
+    def discovery(self) -> dict[str, dict[str, Any]]:
+        """Home Assistant MQTT discovery: the phone as a device with its sensors (and a test-call button)."""
+        base = self.topic()
+        device = {"identifiers": [f"firmware-app-{self.device}"], "name": self.device, "manufacturer": "firmware-app",
+                  "model": "headset softphone", "sw_version": __version__}
+        common = {"device": device, "availability_topic": f"{base}/online",
+                  "availability_template": "{{ 'online' if value_json.online else 'offline' }}"}
+
+        def entity(component: str, key: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+            topic = f"{self.config.discovery_prefix}/{component}/{self.device}/{key}/config"
+            return topic, {"unique_id": f"firmware_app_{self.device}_{key}", "object_id": f"{self.device}_{key}",
+                           **common, **fields}
+
+        entities = [
+            entity("sensor", "state", name="State", state_topic=f"{base}/state", value_template="{{ value_json.state }}"),
+            entity("sensor", "registration", name="Registration", state_topic=f"{base}/state",
+                   value_template="{{ value_json.registration }}"),
+            entity("sensor", "last_call_mos", name="Last call quality (MOS)", state_topic=f"{base}/last_call",
+                   value_template="{{ value_json.mos }}", state_class="measurement"),
+            entity("binary_sensor", "headset", name="Headset connected", state_topic=f"{base}/state",
+                   value_template="{{ 'ON' if value_json.headset else 'OFF' }}", device_class="connectivity"),
+        ]
+        if "test_call" in self.config.commands:
+            entities.append(entity("button", "test_call", name="Test call", command_topic=f"{base}/cmd",
+                                   payload_press=json.dumps({"id": "home-assistant-test-call", "command": "test_call"})))
+        return dict(entities)
 
     # --- commands ---------------------------------------------------------------------------------------
 

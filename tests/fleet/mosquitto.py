@@ -342,11 +342,14 @@ class Mosquitto:
 
     def _render_acl(self) -> str:
         # Pattern lines apply to every user wherever they stand; topic lines to the user line above them.
-        return (f"# Each phone: only its own subtree (%u is the MQTT user name, or the certificate's CN).\n"
-                f"pattern readwrite {self.prefix}/%u/#\n\n"
+        return (f"# Each phone: only its own subtree (%u is the MQTT user name, or the certificate's CN),\n"
+                f"# and its own Home Assistant discovery configs (homeassistant/COMPONENT/DEVICE/...).\n"
+                f"pattern readwrite {self.prefix}/%u/#\n"
+                f"pattern write homeassistant/+/%u/#\n\n"
                 f"# The fleet operator: reads everything, writes only the phones' command topics.\n"
                 f"user {OPERATOR}\n"
                 f"topic read {self.prefix}/#\n"
+                f"topic read homeassistant/#\n"
                 f"topic write {self.prefix}/+/cmd/#\n")
 
     def _render_config(self) -> str:

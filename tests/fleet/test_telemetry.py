@@ -122,3 +122,24 @@ def test_the_broker_away_during_a_call_leaves_the_call_alone_and_messages_come_a
     back.wait(lambda m: m["topic"] == f"{PREFIX}/event/call" and payload(m)["state"] == "ended", timeout=20)
     states = [payload(m)["state"] for m in back.messages() if m["topic"] == f"{PREFIX}/event/call"]
     assert "active" in states  # answered while the broker was away, kept in the outbox, delivered now
+
+
+#: What Home Assistant's MQTT discovery needs of each entity (its schema's required keys for these kinds).
+REQUIRED = {"sensor": {"state_topic"}, "binary_sensor": {"state_topic"}, "button": {"command_topic"}}
+COMMON = {"name", "unique_id", "device", "availability_topic"}
+
+
+def test_home_assistant_discovery_describes_the_phone(phone_factory, mosquitto, baresip_factory, kamailio):
+    fleet = Watcher(mosquitto, "operator", "pw-op", "homeassistant/#")
+    start_phone(phone_factory, mosquitto, 'home_assistant = true\ncommands = ["test_call"]\ntest_call = "1001"\n')
+    fleet.wait(lambda m: m["topic"].endswith("/test_call/config"), timeout=10)
+    configs = {m["topic"]: payload(m) for m in fleet.messages()}
+    kinds = sorted(topic.split("/")[1] + ":" + topic.split("/")[3] for topic in configs)
+    assert kinds == ["binary_sensor:headset", "button:test_call", "sensor:last_call_mos", "sensor:registration",
+                     "sensor:state"]
+    for topic, config in configs.items():
+        component = topic.split("/")[1]
+        assert COMMON | REQUIRED[component] <= set(config), (topic, config)
+        assert config["device"]["identifiers"] == ["firmware-app-phone-a"]
+        assert topic.split("/")[2] == "phone-a"  # the ACL lets a phone write only its own discovery topics
+    assert json.loads(configs["homeassistant/button/phone-a/test_call/config"]["payload_press"])["command"] == "test_call"
