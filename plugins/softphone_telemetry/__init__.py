@@ -77,6 +77,7 @@ class TelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     ca_file: str = ""
     commands: list[Command] = []
     test_call: str = ""
+    test_call_s: Annotated[float, Meta(ge=1, le=120)] = 5.0  # how long the test call lasts
     buttons: bool = False
     buffer: Annotated[int, Meta(ge=10, le=100_000)] = 1000
     home_assistant: bool = False  # MQTT discovery: the phone appears in Home Assistant as a device
@@ -268,6 +269,40 @@ class TelemetryPlugin:
                 await client.publish(topic, body, qos=1, retain=retain)
                 self.outbox.popleft()
 
+    async def _test_call(self, phone: Phone) -> dict[str, Any]:
+        """Call ``test_call``, talk ``test_call_s`` seconds, hang up, and answer with the call's quality."""
+        loop = asyncio.get_running_loop()
+        quality: asyncio.Future[dict[str, Any]] = loop.create_future()
+        answered: asyncio.Future[None] = loop.create_future()
+        call_id = -1
+
+        def follow(event: dict[str, Any]) -> None:
+            if event.get("event") == "call" and event.get("id") == call_id and not answered.done():
+                if event.get("state") == "active":
+                    answered.set_result(None)
+                elif event.get("state") == "ended":
+                    answered.set_exception(CommandError(f"the test call ended: {event.get('status_code')} {event.get('reason')}"))
+            if event.get("event") == "call_quality" and event.get("call_id") == call_id and not quality.done():
+                quality.set_result({k: v for k, v in event.items() if k not in ("event", "time")})
+
+        unsubscribe = phone.subscribe(follow)
+        try:
+            call_id = phone.dial(self.config.test_call)
+            try:
+                await asyncio.wait_for(answered, 30)
+            except asyncio.TimeoutError:
+                phone.hangup(call_id)
+                raise CommandError("the test call was not answered within 30 s") from None
+            await asyncio.sleep(self.config.test_call_s)
+            if phone.get_call(call_id) is not None:
+                phone.hangup(call_id)
+            try:
+                return {"call": call_id, "number": self.config.test_call, "quality": await asyncio.wait_for(quality, 10)}
+            except asyncio.TimeoutError:
+                return {"call": call_id, "number": self.config.test_call, "quality": None}
+        finally:
+            unsubscribe()
+
     def discovery(self) -> dict[str, dict[str, Any]]:
         """Home Assistant MQTT discovery: the phone as a device with its sensors (and a test-call button)."""
         base = self.topic()
@@ -330,7 +365,7 @@ class TelemetryPlugin:
         if command == "dnd":
             return await phone.run_action(f"dnd:{argument}" if argument in ("on", "off") else "dnd")
         if command == "test_call":
-            return {"call": phone.dial(self.config.test_call)}
+            return await self._test_call(phone)
         if command == "doctor":
             from firmware_app import doctor  # looks at the machine: a second or two, off the phone's thread
 

@@ -143,3 +143,15 @@ def test_home_assistant_discovery_describes_the_phone(phone_factory, mosquitto, 
         assert config["device"]["identifiers"] == ["firmware-app-phone-a"]
         assert topic.split("/")[2] == "phone-a"  # the ACL lets a phone write only its own discovery topics
     assert json.loads(configs["homeassistant/button/phone-a/test_call/config"]["payload_press"])["command"] == "test_call"
+
+
+def test_a_remote_test_call_reports_its_quality(phone_factory, mosquitto, baresip_factory, kamailio):
+    fleet = operator(mosquitto)
+    start_phone(phone_factory, mosquitto, 'commands = ["test_call"]\ntest_call = "1001"\ntest_call_s = 2\n')
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online", timeout=10)
+    baresip_factory("1001", answermode="auto")  # the number the test calls (an echo service on a real PBX)
+    mosquitto.publish("operator", "pw-op", f"{PREFIX}/cmd", json.dumps({"id": "t1", "command": "test_call"}))
+    result = payload(fleet.wait(lambda m: m["topic"] == f"{PREFIX}/result/t1", timeout=30))
+    assert result["ok"] is True, result
+    quality = result["result"]["quality"]
+    assert quality["rx_packets"] > 50 and 1.0 <= quality["mos"] <= 4.5
