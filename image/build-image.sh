@@ -16,7 +16,7 @@
 #
 # Environment: SUITE (bookworm), MIRROR (http://deb.debian.org/debian), SECURITY_MIRROR
 # (http://deb.debian.org/debian-security), CACHE (/var/cache/firmware-app), FIRMWARE_APP_EXTRAS (the app's
-# extras, gpio,ble,headset-keys,audio,hfp), FIRMWARE_APP_PIP_EXTRA (more PyPI packages for the venv, lgpio),
+# extras, gpio,ble,headset-keys,audio,hfp,telemetry), FIRMWARE_APP_PIP_EXTRA (more PyPI packages for the venv, lgpio),
 # IMAGE_FREE_MIB (free space left in the root file system before it grows on first boot, 256),
 # COMPRESS (1: also write OUTPUT.xz). Needs root, about 4 GB of disk, and the packages listed in
 # image/README.md.
@@ -29,7 +29,7 @@ suite=${SUITE:-bookworm}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 security_mirror=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 cache=${CACHE:-/var/cache/firmware-app}
-extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio,hfp}
+extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio,hfp,telemetry}
 pip_extra=${FIRMWARE_APP_PIP_EXTRA-lgpio}
 free_mib=${IMAGE_FREE_MIB:-256}
 boot_mib=256

@@ -14,7 +14,7 @@ set -euo pipefail
 
 src=${1:?usage: install.sh SOURCE_DIR PJSUA2_DIR}
 pjsua2=${2:?usage: install.sh SOURCE_DIR PJSUA2_DIR}
-extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio,hfp}
+extras=${FIRMWARE_APP_EXTRAS-gpio,ble,headset-keys,audio,hfp,telemetry}
 log() { printf 'firmware-app install: %s\n' "$*" >&2; }
 
 [[ $(id -u) -eq 0 ]] || { log "run as root"; exit 1; }
