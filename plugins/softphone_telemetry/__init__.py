@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import socket
@@ -249,6 +250,8 @@ class TelemetryPlugin:
                             await self._command(message)
                     finally:
                         sender.cancel()
+                        with contextlib.suppress(BaseException):  # its failure is the connection's, said below
+                            await sender
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # aiomqtt.MqttError, ssl errors, OSError: said once per kind of failure
