@@ -17,7 +17,8 @@ node played over a socket (tests/usb_headset/sim.py), a PulseAudio daemon for a 
 See bench/README.md. ``--quick`` is a smoke run of about two minutes. Two stress benches run on their own:
 ``python -m bench flood`` (bench/flood.py) and ``python -m bench soak`` (bench/race_soak.py); so does
 ``python -m bench pool`` (bench/pool_transfer.py): a blind transfer to a pool whose first agent is busy,
-the ``available`` strategy against ``ordered``.
+the ``available`` strategy against ``ordered``; and ``python -m bench fleet`` (bench/fleet.py): the time for
+``firmware-app fleet list`` to list 20 phones on the fleet's MQTT broker.
 """
 
 from __future__ import annotations
@@ -673,7 +674,8 @@ def header(results: dict[str, Any]) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                 epilog="python -m bench flood | soak --help: the stress benches; python -m bench pool "
-                                       "--help: a transfer to a pool whose first agent is busy (bench/README.md)")
+                                       "--help: a transfer to a pool whose first agent is busy; python -m bench "
+                                       "fleet --help: fleet list with 20 phones (bench/README.md)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 30 presses (and headset calls), 10 s idle, 100 soak calls, 2 starts")
     p.add_argument("--presses", type=int,
@@ -703,7 +705,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 #: Benches that run on their own, by their first argument; each module's main() takes the rest.
-STRESS_BENCHES = {"flood": "bench.flood", "soak": "bench.race_soak", "pool": "bench.pool_transfer"}
+STRESS_BENCHES = {"flood": "bench.flood", "soak": "bench.race_soak", "pool": "bench.pool_transfer",
+                  "fleet": "bench.fleet"}
 
 
 def main(argv: list[str] | None = None) -> int:

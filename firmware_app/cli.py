@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("events", _events, "print the phone's events as JSON lines until it stops")
     sp = cmd("doctor", _doctor, "check sound devices, mixer, PJSUA2 build and registrar (the phone need not run)")
     sp.add_argument("--json", action="store_true", help="print the report as JSON, for fleet tools")
+    from firmware_app import fleet  # fleet list|show|send; aiomqtt is imported only when one runs
+
+    fleet.add_parser(sub)
     return p
 
 
