@@ -225,8 +225,8 @@ class TelemetryPlugin:
 
         backoff = Backoff(self.config.retry_first_s, max(self.config.retry_first_s, self.config.retry_max_s))
         said = ""
-        will = aiomqtt.Will(self.topic("online"), json.dumps({"schema": SCHEMA, "device": self.device, "online": False}),
-                            qos=1, retain=True)
+        offline = json.dumps({"schema": SCHEMA, "device": self.device, "online": False})
+        will = aiomqtt.Will(self.topic("online"), offline, qos=1, retain=True)
         while True:
             try:
                 async with aiomqtt.Client(
@@ -248,6 +248,11 @@ class TelemetryPlugin:
                     try:
                         async for message in client.messages:
                             await self._command(message)
+                    except asyncio.CancelledError:
+                        # The phone stops: a clean disconnect cancels the last will, so say offline ourselves.
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(client.publish(self.topic("online"), offline, qos=1, retain=True), 1.0)
+                        raise
                     finally:
                         sender.cancel()
                         with contextlib.suppress(BaseException):  # its failure is the connection's, said below
@@ -370,7 +375,7 @@ class TelemetryPlugin:
         if command == "test_call":
             return await self._test_call(phone)
         if command == "doctor":
-            from firmware_app import doctor  # looks at the machine: a second or two, off the phone's thread
+            from firmware_app import doctor  # a second or two of looking at the machine: in an executor
 
             report = await asyncio.get_running_loop().run_in_executor(None, doctor.run, str(self.config_path))
             return {"ok": report["ok"], "problems": report["problems"]}

@@ -8,11 +8,27 @@ from pathlib import Path
 import pytest
 
 from tests.fleet.mosquitto import Mosquitto, PeerError, Watcher, mosquitto_installed
+from tests.peers.kamailio import Kamailio
 
 # The fixture's users: two phones and the fleet operator (user name "operator" in the broker's ACL).
 PHONES: dict[str, str] = {"phone-a": "pw-a", "phone-b": "pw-b"}
 OPERATOR: tuple[str, str] = ("operator", "pw-op")
 NOT_INSTALLED = "mosquitto or mosquitto-clients is not installed (tests/setup.sh installs them)"
+FLEET = [f"phone-{n:02d}" for n in range(1, 21)]
+#: The fleet tests' SIP users: one per device, on a registrar of their own (fleet_kamailio), so a phone they
+#: kill on purpose leaves its stale registration there and not on the session's Kamailio.
+SIP_USERS = {name: f"sip-{name}" for name in ("phone-a", "phone-b", "caller", *FLEET)}
+
+
+@pytest.fixture(scope="module")
+def fleet_kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
+    proxy = Kamailio(tmp_path_factory.mktemp("fleet-kamailio"), SIP_USERS)
+    try:
+        proxy.start()
+    except PeerError as exc:
+        pytest.fail(f"Kamailio did not start: {exc}", pytrace=False)
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture

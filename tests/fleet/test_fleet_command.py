@@ -16,34 +16,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fleet.conftest import NOT_INSTALLED, OPERATOR
-from tests.fleet.mosquitto import Mosquitto, PeerError, Watcher, mosquitto_installed
+from tests.fleet.conftest import FLEET, NOT_INSTALLED, OPERATOR, SIP_USERS
+from tests.fleet.mosquitto import Mosquitto, Watcher, mosquitto_installed
 from tests.peers.baresip import Baresip
 from tests.peers.kamailio import Kamailio
 from tests.phone_process import PhoneProcess
 
 PREFIX = "firmware-app"
-FLEET = [f"phone-{n:02d}" for n in range(1, 21)]
-SIP_USERS = {name: f"sip-{name}" for name in ("phone-a", "phone-b", "caller", *FLEET)}
 MQTT_PASSWORDS = {"phone-a": "pw-a", "phone-b": "pw-b"}  # tests/fleet/conftest.py's users
-
-
-@pytest.fixture(scope="module")
-def fleet_kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
-    proxy = Kamailio(tmp_path_factory.mktemp("fleet-kamailio"), SIP_USERS)
-    try:
-        proxy.start()
-    except PeerError as exc:
-        pytest.fail(f"Kamailio did not start: {exc}", pytrace=False)
-    yield proxy
-    proxy.stop()
 
 
 def telemetry(mosquitto: Mosquitto, device: str, commands: tuple[str, ...] = ()) -> str:

@@ -7,6 +7,7 @@ import json
 import signal
 import time
 
+from tests.fleet.conftest import SIP_USERS
 from tests.fleet.mosquitto import Mosquitto, Watcher
 from tests.phone_process import wait
 
@@ -58,9 +59,11 @@ def test_the_phone_says_it_is_online_and_its_calls_and_their_quality(phone_facto
     late.stop()
 
 
-def test_the_last_will_says_offline_when_the_phone_vanishes(phone_factory, mosquitto):
+def test_the_last_will_says_offline_when_the_phone_vanishes(phone_factory, mosquitto, fleet_kamailio):
     fleet = operator(mosquitto)
-    phone = start_phone(phone_factory, mosquitto)
+    # Registered on the fleet tests' own registrar: the stale registration a killed phone leaves stays there.
+    phone = phone_factory(proxy=fleet_kamailio, user="phone-a", password=SIP_USERS["phone-a"],
+                          extra=telemetry(mosquitto), secrets='mqtt_password = "pw-a"\n').start()
     fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and payload(m)["online"], timeout=10)
     phone.stop(signal.SIGKILL)
     gone = fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and not payload(m)["online"], timeout=100)
@@ -155,3 +158,13 @@ def test_a_remote_test_call_reports_its_quality(phone_factory, mosquitto, baresi
     assert result["ok"] is True, result
     quality = result["result"]["quality"]
     assert quality["rx_packets"] > 50 and 1.0 <= quality["mos"] <= 4.5
+
+
+def test_a_phone_that_stops_cleanly_says_it_is_offline(phone_factory, mosquitto):
+    fleet = operator(mosquitto)
+    phone = start_phone(phone_factory, mosquitto)
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and payload(m)["online"], timeout=10)
+    assert phone.stop() == 0  # SIGTERM, as systemctl stop: a clean disconnect, which cancels the will
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and not payload(m)["online"], timeout=10)
+    late = Watcher(mosquitto, "operator", "pw-op", f"{PREFIX}/online")
+    assert payload(late.wait(lambda m: m["retain"], timeout=5))["online"] is False
