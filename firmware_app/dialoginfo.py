@@ -29,17 +29,29 @@ _SETTING_UP = ("trying", "proceeding", "early")
 def line_state(body: str) -> LineState | None:
     """The state a dialog-info body says; an empty body (Kamailio's first NOTIFY) is idle. None when the
     body is not dialog-info (malformed, too long, another document)."""
+    return read(body)[0]
+
+
+def read(body: str) -> tuple[LineState | None, int | None]:
+    """The state and the document's ``version`` (RFC 4235 4.1: it grows with each NOTIFY of a subscription,
+    so an older one that arrives late can be told apart; None when there is none)."""
     body = body.strip()
     if not body:
-        return LineState.IDLE
+        return LineState.IDLE, None
     if len(body) > MAX_BODY or "<!ENTITY" in body.upper():
-        return None
+        return None, None
     try:
         root = ET.fromstring(body)
     except ET.ParseError:
-        return None
+        return None, None
     if root.tag != f"{NS}dialog-info":
-        return None
+        return None, None
+    version_text = root.get("version", "")
+    version = int(version_text) if version_text.isdigit() else None
+    return _state(root), version
+
+
+def _state(root: ET.Element) -> LineState:
     live = []
     for dialog in root.findall(f"{NS}dialog"):
         state = (dialog.findtext(f"{NS}state") or "").strip().lower()  # Kamailio writes "Trying"

@@ -40,7 +40,8 @@ import pjsua2 as pj
 
 from firmware_app import alsa
 from firmware_app.config import Config, registrar_hostport
-from firmware_app.dialoginfo import LineState, line_state
+from firmware_app.dialoginfo import LineState
+from firmware_app.dialoginfo import read as read_dialog_info
 from firmware_app.quality import quality
 from firmware_app.errors import CommandError, EngineError
 from firmware_app.events import (  # noqa: F401 (re-exported: the engine's reports)
@@ -274,6 +275,7 @@ class _LineWatch(pj.Buddy):
         self.engine = engine
         self.uri = uri
         self.said_bad_body = False  # a registrar that sends such bodies sends many: said once
+        self.version: int | None = None  # the last dialog-info version taken in this subscription
 
     def onBuddyEvSubDlgEventState(self, prm: pj.OnBuddyEvSubStateParam) -> None:
         try:
@@ -281,15 +283,21 @@ class _LineWatch(pj.Buddy):
             if e.type == pj.PJSIP_EVENT_TSX_STATE and e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
                 whole = e.body.tsxState.src.rdata.wholeMsg
                 if whole.startswith("NOTIFY"):
-                    state = line_state(whole.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in whole else "")
-                    if state is None:
+                    state, version = read_dialog_info(whole.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in whole else "")
+                    if version is not None and self.version is not None and version <= self.version:
+                        # Kamailio's workers send a line's NOTIFYs in parallel: an older one may come last.
+                        log.debug("line %s: NOTIFY version %s after %s: older, ignored", self.uri, version, self.version)
+                    elif state is None:
                         if not self.said_bad_body:
                             log.warning("line %s: a NOTIFY whose body is not dialog-info: ignored", self.uri)
                             self.said_bad_body = True
                     else:
+                        if version is not None:
+                            self.version = version
                         self.engine.post(LineEvent(self.uri, state.value))
             info = self.getInfo()
             if info.subState == pj.PJSIP_EVSUB_STATE_TERMINATED:
+                self.version = None  # a new subscription counts its versions afresh
                 reason = f"{info.subTermCode} {info.subTermReason}".strip()
                 self.engine.post(LineEvent(self.uri, LineState.UNKNOWN.value, ended=True, reason=reason))
         except Exception:

@@ -49,3 +49,11 @@ def test_an_empty_first_notify_is_idle():
 )
 def test_bad_bodies_are_not_known(bad):
     assert line_state(bad) is None
+
+
+def test_the_documents_version_comes_with_the_state():
+    from firmware_app.dialoginfo import read
+
+    assert read(body(("recipient", "confirmed"))) == (LineState.BUSY, 3)
+    assert read("") == (LineState.IDLE, None)
+    assert read("<dialog-info") == (None, None)

@@ -28,7 +28,10 @@ def lines(phone) -> dict[str, str]:
 def test_a_busy_agent_is_skipped_without_an_invite(phone_factory, kamailio_blf, baresip_factory_blf,
                                                    sipp_target_factory_blf):
     phone = phone_factory(proxy=kamailio_blf, extra=POOL).start()
-    anna = baresip_factory_blf("1003", answermode="auto")
+    # The agents answer 200 ms after ringing, as people (and desk phones) do. An agent that answers within a
+    # millisecond of its 180 can leave Kamailio publishing "early" after "confirmed": its workers handle the
+    # two replies in parallel, and the dialog then shows ringing until its next change.
+    sipp_target_factory_blf("1003", "answer")
     sipp_target_factory_blf("1004", "answer")
     wait(lambda: lines(phone) == {"1003": "idle", "1004": "idle"}, 10, "both agents idle", phone)
     subscribes = [m for m in kamailio_blf.ladder() if m.source == phone.source and m.method == "SUBSCRIBE"]
@@ -36,7 +39,7 @@ def test_a_busy_agent_is_skipped_without_an_invite(phone_factory, kamailio_blf, 
 
     busy_with = baresip_factory_blf("1005")
     busy_with.dial(kamailio_blf.uri("1003"))  # anna takes another call
-    anna.wait_event("CALL_ESTABLISHED")
+    busy_with.wait_event("CALL_ESTABLISHED")
     wait(lambda: lines(phone).get("1003") == "busy", 10, "anna busy", phone)
 
     caller = baresip_factory_blf("1001")
