@@ -54,6 +54,7 @@ from bench.harness import (
     match_wire,
     wait,
 )
+from bench.harness import machine as harness_machine
 from tests.peers.baresip import Baresip
 from tests.peers.kamailio import Kamailio
 
@@ -138,24 +139,11 @@ def latency_summary(presses: list[Press]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     pj = subprocess.run(
         [sys.executable, "-c", "import pjsua2; print(pjsua2.Endpoint().libVersion().full)"],
         capture_output=True, text=True, check=False,
     ).stdout.strip()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "pjsua2": pj,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadavg_start": os.getloadavg(),
-    }
+    return {**harness_machine(), "pjsua2": pj, "python": platform.python_version(), "kernel": platform.release()}
 
 
 # --- the phases ----------------------------------------------------------------------------------------------

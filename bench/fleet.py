@@ -37,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bench.harness import REPO, AppPhone, BenchError, device_alsa_conf
+from bench.harness import REPO, AppPhone, BenchError, device_alsa_conf, machine
 from firmware_app import fleet
 from tests.fleet.mosquitto import Mosquitto, PeerError, Watcher
 from tests.peers.kamailio import Kamailio
@@ -250,13 +250,6 @@ def report(results: dict[str, Any]) -> str:
     lines += [f"| {what} (n={v['n']}) | {v['p50']:.0f} | {v['min']:.0f} | {v['max']:.0f} |" if v["p50"] >= 10 else
               f"| {what} (n={v['n']}) | {v['p50']:.1f} | {v['min']:.1f} | {v['max']:.1f} |" for what, v in rows]
     return "\n".join(lines)
-
-
-def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "nproc": os.cpu_count(), "cpu": cpu,
-            "loadavg_start": os.getloadavg()}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -457,3 +457,11 @@ def match_wire(presses: list[Press], wire: Wire, timeout: float = 5.0) -> None:
         if all(p.wire is not None for p in presses) or time.monotonic() > deadline:
             return
         time.sleep(0.05)
+
+
+def machine() -> dict[str, Any]:
+    """What ran the bench: date, CPUs, their model and the load when it started (every bench's JSON has it)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "nproc": os.cpu_count(), "cpu": cpu,
+            "loadavg_start": os.getloadavg()}

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bench.harness import AppPhone, BenchError, Caller, Jitter, device_alsa_conf, wait
+from bench.harness import AppPhone, BenchError, Caller, Jitter, device_alsa_conf, machine, wait
 from tests.peers.baresip import Baresip
 from tests.peers.kamailio_blf import BlfKamailio
 from tests.peers.ladder import SipMessage
@@ -342,13 +342,6 @@ def verdict(results: dict[str, Any]) -> list[str]:
     if any(not x.startswith("486") for x in f["ordered"]["a_replies"]):
         bad.append(f"A answered other than 486: {f['ordered']['a_replies']}")
     return bad
-
-
-def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "nproc": os.cpu_count(), "cpu": cpu,
-            "loadavg_start": os.getloadavg()}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from firmware_app.cli import _seconds  # the CLI's own check of a --timeout
 from firmware_app.errors import ConfigError, FirmwareAppError, NoAnswerError
 
 if TYPE_CHECKING:
@@ -93,16 +94,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("command", help="doctor, test_call, dnd... (the phone's [telemetry] commands allow it or not)")
     p.add_argument("argument", nargs="?", help="the command's argument, e.g. on or off for dnd")
     return fleet
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def run_list(args: argparse.Namespace) -> int:
