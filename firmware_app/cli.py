@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from firmware_app import __version__, control
@@ -83,6 +84,22 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("events", _events, "print the phone's events as JSON lines until it stops")
     sp = cmd("doctor", _doctor, "check sound devices, mixer, PJSUA2 build and registrar (the phone need not run)")
     sp.add_argument("--json", action="store_true", help="print the report as JSON, for fleet tools")
+    sp = cmd("health", _health, "wait until the running phone works: engine up and the registrar answered "
+             "(the A/B image marks a new slot good only then)")
+    sp.add_argument("--wait", type=_seconds, default=0.001, metavar="SECONDS",
+                    help="keep asking this long before saying no (default: ask once)")
+    sp = cmd("update", _update, "install a signed software bundle into the other slot and restart into it, "
+             "never during a call (A/B image)")
+    sp.add_argument("source", nargs="?", help="a bundle file or an https:// URL")
+    how = sp.add_mutually_exclusive_group()
+    how.add_argument("--wanted", action="store_true", help="the version the provisioning server wants")
+    how.add_argument("--usb", metavar="DEVICE", help="the newest *.raucb on the USB stick at DEVICE")
+    how.add_argument("--status", action="store_true", help="show what the last update did")
+    sp.add_argument("--ca-file", help="CA certificate(s) the URL's server is verified with (default: the system's)")
+    sp.add_argument("--idle-deadline", type=_seconds, metavar="SECONDS",
+                    help="give up, unchanged, when a call lasts longer than this (default: an hour)")
+    sp.add_argument("--no-reboot", action="store_true", help="install, and let the next restart start it")
+    sp.add_argument("--force", action="store_true", help="install even the version that runs now")
     from firmware_app import fleet  # fleet list|show|send; aiomqtt is imported only when one runs
 
     fleet.add_parser(sub)
@@ -185,6 +202,40 @@ def _doctor(args: argparse.Namespace) -> int:
     report = doctor.run(args.config)
     print(json.dumps(report, indent=2) if args.json else doctor.format_text(report))
     return 0 if report["ok"] else EXIT_FAILED
+
+
+def _health(args: argparse.Namespace) -> int:
+    from firmware_app import update
+
+    ok, why = update.health(_socket(args), args.wait)
+    print(why, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else EXIT_FAILED
+
+
+def _update(args: argparse.Namespace) -> int:
+    from firmware_app import update
+
+    updater = update.Updater(
+        update.Device(socket=_socket(args)),
+        idle_deadline_s=args.idle_deadline or update.IDLE_DEADLINE_S,
+        reboot=not args.no_reboot,
+    )
+    try:
+        if args.status:
+            print(json.dumps(updater.reconcile(), indent=2))
+            return 0
+        if args.wanted:
+            updater.install_wanted()
+        elif args.usb:
+            updater.install_from_usb(args.usb)
+        elif args.source:
+            updater.install(args.source, ca_file=Path(args.ca_file) if args.ca_file else None, force=args.force)
+        else:
+            raise FirmwareAppError("update: give a bundle file or URL, --wanted, --usb DEVICE or --status")
+    except update.UpdateDeferred as e:
+        print(f"firmware-app: {e}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    return 0
 
 
 def _events(args: argparse.Namespace) -> int:
