@@ -13,7 +13,10 @@ Two commands, each run by a systemd unit (systemd/firmware-provision*.service):
     installs and restarts the phone.
 
 The settings file is the phone's configuration plus two tables of its own, which are not installed there:
-``[device] hostname, ssh_authorized_keys, wifi_ssid, wifi_country`` and ``[provisioning] url, ca_file``.
+``[device] hostname, ssh_authorized_keys, wifi_ssid, wifi_country`` and ``[provisioning] url, ca_file``, plus
+``[provisioning] version, bundle_url``: the software version the device should run and its signed bundle
+(also from the server's files, so an operator rolls a version out to all phones or to one), handed to
+``firmware-app update --wanted`` through /var/lib/firmware-update/wanted.json.
 The secrets file holds ``password`` (and ``wifi_psk``); a network file may carry them as ``[secrets]``.
 Layers merge table by table: boot file, then common, then the device's own file.
 
@@ -53,7 +56,7 @@ SECRETS_NAME = "firmware-app-secrets.toml"
 #: Tables of the settings file that the provisioner consumes; everything else is the phone's configuration.
 OWN_TABLES = {
     "device": {"hostname", "ssh_authorized_keys", "wifi_ssid", "wifi_country"},
-    "provisioning": {"url", "ca_file"},
+    "provisioning": {"url", "ca_file", "version", "bundle_url"},
     "secrets": {"password", "wifi_psk"},
 }
 #: Largest provisioning file accepted from the network.
@@ -61,6 +64,10 @@ MAX_FETCH_BYTES = 1 << 20
 FETCH_TIMEOUT_S = 20.0
 PHONE_UNIT = "firmware-app.service"
 DEFAULT_RESTART = ("systemctl", "restart", "--no-block", PHONE_UNIT)
+#: Installs the wanted version (firmware-app update --wanted): it waits for the phone to be idle itself.
+DEFAULT_START_UPDATE = ("systemctl", "start", "--no-block", "firmware-update.service")
+#: Keys of [provisioning] that a provisioning server's file may set too: the software version to run.
+NETWORK_PROVISIONING_KEYS = {"version", "bundle_url"}
 
 
 class ProvisionError(Exception):
@@ -114,14 +121,18 @@ class Paths:
         self.net_device = self.state / "network/device.toml"
         self.applied = self.state / "applied.sha256"
         self.status = self.state / "status.json"
+        self.image_version = root / "usr/lib/firmware-app/image-version"  # the running slot's version
+        self.update_state = root / "var/lib/firmware-update"
+        self.wanted = self.update_state / "wanted.json"  # read by firmware-app update --wanted
 
 
 class Provisioner:
     """The provisioning steps, against a root folder (``/`` on the device, a temporary folder in tests).
 
     ``check_config`` is the phone's checker command (its ``check-config PATH`` is appended); ``restart`` is
-    called after the network installed a new configuration; ``live_hostname`` also sets the running
-    system's hostname (only on a real device).
+    called after the network installed a new configuration; ``start_update`` after it asked for another
+    software version (wanted.json); ``live_hostname`` also sets the running system's hostname (only on a
+    real device).
     """
 
     def __init__(
@@ -130,6 +141,7 @@ class Provisioner:
         *,
         check_config: Sequence[str] = (),
         restart: Callable[[], None] | None = None,
+        start_update: Callable[[], None] | None = None,
         live_hostname: bool | None = None,
         mac: str | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
@@ -137,6 +149,7 @@ class Provisioner:
         self.paths = Paths(Path(root))
         self.check_config = list(check_config) or [_default_checker()]
         self.restart = restart
+        self.start_update = start_update
         self.live_hostname = Path(root).resolve() == Path("/") if live_hostname is None else live_hostname
         self._mac = mac
         self._now = now
@@ -198,19 +211,60 @@ class Provisioner:
                 for u, raw in ((common_url, common_raw), (device_url, device_raw))
                 if raw is not None
             ]
+            wanted = self._wanted_version(boot, network, base)
             if [layer.raw for layer in network] == [layer.raw for layer in self._last_good_network()]:
-                return self._finish("network", Result("unchanged", f"{base}: no change"))
-            result = self._apply(boot, network)
-            _write_private(p.net_common, common_raw)
-            _write_private(p.net_device, device_raw)
+                result = Result("unchanged", f"{base}: no change")
+            else:
+                result = self._apply(boot, network)
+                _write_private(p.net_common, common_raw)
+                _write_private(p.net_device, device_raw)
         except ProvisionError as e:
             return self._finish("network", Result("failed", str(e)))
         if result.outcome == "applied" and self.restart is not None:
             self.restart()
             result = Result("applied", result.message + "; phone restarted")
+        if wanted is not None:
+            result = Result(result.outcome, f"{result.message}; {self._request_update(*wanted)}")
         return self._finish("network", result)
 
     # -- the steps -------------------------------------------------------------------------------------
+
+    def _wanted_version(self, boot: Layer, network: list[Layer], base: str) -> tuple[str, str, Layer] | None:
+        """The software version the settings ask for and its bundle's absolute URL, or None when they do not."""
+        version, url, source = None, None, boot
+        for layer in (boot, *network):
+            prov = layer.data.get("provisioning", {})
+            if "version" in prov:
+                version, source = prov["version"], layer
+            if "bundle_url" in prov:
+                url = urllib.parse.urljoin(base, prov["bundle_url"])
+        if version is None:
+            return None
+        if not url:
+            raise ProvisionError(source.name, "provisioning.bundle_url", f"missing: where is version {version}'s bundle?")
+        if urllib.parse.urlsplit(url).scheme != "https":
+            raise ProvisionError(source.name, "provisioning.bundle_url", f"expected an https:// URL, got {url}")
+        return version, url, source
+
+    def _request_update(self, version: str, url: str, source: Layer) -> str:
+        """Ask firmware-update.service for ``version`` when another one runs; what was done, for the status."""
+        p = self.paths
+        try:
+            running = p.image_version.read_text().strip()
+        except OSError:
+            return f"version {version} wanted, but this system cannot update itself (no {p.image_version}: not the A/B image)"
+        if running == version:
+            return f"version {version} runs"
+        wanted = {"version": version, "url": url, "source": source.name}
+        if p.ca_copy.is_file():
+            wanted["ca_file"] = str(Path("/") / p.ca_copy.relative_to(p.root))
+        p.update_state.mkdir(parents=True, exist_ok=True, mode=0o750)
+        if _load_json(p.wanted) != wanted:
+            _write_file(p.wanted, (json.dumps(wanted, indent=2) + "\n").encode(), 0o640)
+        if self.start_update is not None:
+            self.start_update()
+        return f"version {version} wanted (running {running}): update requested"
+
 
     def _take_card_secrets(self) -> None:
         """Move the card's secrets file into the state folder: a secret never stays on the FAT partition."""
@@ -238,8 +292,9 @@ class Provisioner:
             _check_keys(name, table, data[table], keys)
         if kind == "boot" and "secrets" in data:
             raise ProvisionError(name, "secrets", f"the password goes in {SECRETS_NAME}, which is removed once read")
-        if kind == "network" and "provisioning" in data:
-            raise ProvisionError(name, "provisioning", f"set only in the boot partition's {SETTINGS_NAME}")
+        if kind == "network" and set(data.get("provisioning", {})) - NETWORK_PROVISIONING_KEYS:
+            key = sorted(set(data["provisioning"]) - NETWORK_PROVISIONING_KEYS)[0]
+            raise ProvisionError(name, f"provisioning.{key}", f"set only in the boot partition's {SETTINGS_NAME}")
         device = data.get("device", {})
         if "hostname" in device:
             _check_hostname(name, device["hostname"])
@@ -255,6 +310,10 @@ class Provisioner:
                 raise ProvisionError(name, "provisioning.url", "expected an https:// URL")
         if "ca_file" in prov and not isinstance(prov["ca_file"], str):
             raise ProvisionError(name, "provisioning.ca_file", "expected a file name on the boot partition")
+        if "version" in prov and not (isinstance(prov["version"], str) and re.fullmatch(r"[\w.+~-]{1,64}", prov["version"])):
+            raise ProvisionError(name, "provisioning.version", 'expected a software version ("1.4.0+20261201")')
+        if "bundle_url" in prov and not (isinstance(prov["bundle_url"], str) and prov["bundle_url"]):
+            raise ProvisionError(name, "provisioning.bundle_url", "expected the bundle's https:// URL (or a path below url)")
         if "wifi_ssid" in device:
             ssid = device["wifi_ssid"]
             if not isinstance(ssid, str) or not 1 <= len(ssid.encode()) <= 32:
@@ -672,10 +731,13 @@ def main(argv: list[str] | None = None) -> int:
         list(DEFAULT_RESTART) if Path(args.root).resolve() == Path("/") else None
     )
     restart = (lambda: subprocess.run(restart_cmd, check=False)) if restart_cmd else None
+    on_device = Path(args.root).resolve() == Path("/")
+    start_update = (lambda: subprocess.run(DEFAULT_START_UPDATE, check=False)) if on_device else None
     provisioner = Provisioner(
         args.root,
         check_config=shlex.split(args.check_config) if args.check_config else (),
         restart=restart,
+        start_update=start_update,
         mac=args.mac,
     )
     if args.command == "status":

@@ -46,13 +46,17 @@ class Phone:
         self.provision = provision
         self.checker = checker
         self.restarts = 0
+        self.update_requests = 0
 
     def provisioner(self, checker: list[str] | None = None):  # type: ignore[no-untyped-def]
         def restart() -> None:
             self.restarts += 1
 
+        def start_update() -> None:
+            self.update_requests += 1
+
         return self.provision.Provisioner(self.root, check_config=checker or self.checker, restart=restart,
-                                          live_hostname=False, mac="b8:27:eb:12:34:56")
+                                          start_update=start_update, live_hostname=False, mac="b8:27:eb:12:34:56")
 
     def card(self, settings: str | None = SETTINGS, secrets: str | None = SECRETS) -> None:
         if settings is not None:

@@ -196,7 +196,7 @@ def test_the_network_may_not_move_the_provisioning_url(phone: Phone, https_serve
     result = phone.provisioner().network()
 
     assert result.outcome == "failed"
-    assert "provisioning: set only in the boot partition's firmware-app.toml" in result.message
+    assert "provisioning.url: set only in the boot partition's firmware-app.toml" in result.message
 
 
 def test_without_a_url_there_is_nothing_to_do(tmp_path: Path, provision: ModuleType, checker: list[str]) -> None:
