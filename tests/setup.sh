@@ -15,7 +15,7 @@ packages=(
     build-essential swig python3-dev python3-venv libasound2-dev libssl-dev libopus-dev uuid-dev
     libgsm1-dev libspeex-dev libspeexdsp-dev libsrtp2-dev libsamplerate0-dev xz-utils dpkg-dev
     # audio tests (a clocked ALSA device through PulseAudio), BLE tests (a private D-Bus), units, scripts
-    pulseaudio libasound2-plugins alsa-utils dbus systemd shellcheck openssl
+    pulseaudio libasound2-plugins alsa-utils dbus systemd shellcheck openssl rauc squashfs-tools e2fsprogs
     # Bluetooth headsets: the real bluealsa daemon (HFP/HSP audio gateway) and its ALSA plugin
     bluez-alsa-utils libasound2-plugin-bluez
 )
