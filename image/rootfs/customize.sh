@@ -82,23 +82,12 @@ SendHostname=yes
 NET
 done
 
-# 4. File systems by label (the same image on every card), a generic hostname until provisioning sets one.
-cat > "$root/etc/fstab" <<'FSTAB'
-LABEL=RASPIROOT  /              ext4  rw,noatime,errors=remount-ro  0 1
-# umask=0077: only root reads the boot partition, which holds the settings (and, briefly, the secrets).
-LABEL=RASPIFIRM  /boot/firmware vfat  rw,noatime,umask=0077         0 2
-FSTAB
+# 4. A generic hostname until provisioning sets one. File systems, boot loader and slots: ab-boot.sh.
 echo firmware-phone > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tfirmware-phone\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
     > "$root/etc/hosts"
 
-# 5. raspi-firmware: root by label, the Pi 3/4 UART as console; regenerate cmdline.txt and config.txt.
-sed -i -e 's|^#\?ROOTPART=.*|ROOTPART=LABEL=RASPIROOT|' -e 's|^#\?CONSOLES=.*|CONSOLES="tty0 ttyS1,115200"|' \
-    "$root/etc/default/raspi-firmware"
-in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
-grep -q 'root=LABEL=RASPIROOT' "$root/boot/firmware/cmdline.txt" || { log "cmdline.txt lacks the root label"; exit 1; }
-
-# 6. Nothing device-specific in the image: machine id and SSH host keys are made on each device's first
+# 5. Nothing device-specific in the image: machine id and SSH host keys are made on each device's first
 #    boot (systemd; firmware-ssh-hostkeys.service). Root has no password: SSH keys come with the settings.
 rm -f "$root"/etc/ssh/ssh_host_*
 echo uninitialized > "$root/etc/machine-id"

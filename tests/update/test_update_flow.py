@@ -348,7 +348,7 @@ def test_health_is_a_phone_that_registered_or_that_its_registrar_answered(
     # A wrong password is a configuration mistake, not a broken slot: the registrar answered.
     refused = phone_factory("refused", user="1003", password="wrong").start(registered=False)
     ok, why = update.health(str(refused.socket), 20)
-    assert ok and why == "the registrar answered 401 Unauthorized", why
+    assert ok and why.startswith("the registrar answered 401"), why
 
     ok, why = update.health(str(tmp_path / "none.sock"), 0.5, sleep=lambda s: None)
     assert not ok and "the phone is not running" in why
