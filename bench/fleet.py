@@ -14,7 +14,12 @@ an operator's ``mosquitto_sub`` has seen every phone's retained ``online`` and a
   gathering's end (the retained messages stop; the command then waits :data:`firmware_app.fleet.QUIET_S`
   more to be sure no more come).
 
-The two kinds alternate; the figures are p50, min and max over ``--runs``. ``--tcp-nodelay`` runs the broker
+The two kinds alternate; the figures are p50, min and max over ``--runs``.
+
+Then **the idle cost of the telemetry plugin**: one more phone, ``reference``, registered on the same
+Kamailio but without ``[telemetry]``, and for ``--idle`` seconds (default 60) nobody touches any phone: each
+phone's CPU (its CPU clock, all threads), wake-ups per second and RSS, the connected phones' median against
+the reference's. ``--tcp-nodelay`` runs the broker
 with ``set_tcp_nodelay true`` (Mosquitto's default is false: Nagle's algorithm on its side of each
 connection, which costs a delayed ACK, about 40 ms, at the CONNACK and again at the retained messages after
 the SUBACK). See bench/README.md.
@@ -37,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from bench import procstat
 from bench.harness import REPO, AppPhone, BenchError, device_alsa_conf, machine
 from firmware_app import fleet
 from tests.fleet.mosquitto import Mosquitto, PeerError, Watcher
@@ -88,7 +94,7 @@ class FleetBench:
         self.args = args
         self.work = work
         self.names = devices(args.phones)
-        self.pbx = Kamailio(work / "kamailio", {name: f"sip-{name}" for name in self.names})
+        self.pbx = Kamailio(work / "kamailio", {name: f"sip-{name}" for name in [*self.names, "reference"]})
         self.broker = (NoDelayMosquitto if args.tcp_nodelay else Mosquitto)(work / "mosquitto")
         self.env = {"PYTHONUNBUFFERED": "1"}
         if not args.host_alsa:
@@ -224,7 +230,31 @@ class FleetBench:
             insides.append(self.inside())
             if self.args.verbose:
                 say(f"  run {i + 1}: command {commands[-1] * 1000:.0f} ms; inside: {insides[-1]}")
-        return {"phones": len(self.names), "fleet_up_s": ready, "command_s": commands, "inside": insides}
+        return {"phones": len(self.names), "fleet_up_s": ready, "command_s": commands, "inside": insides,
+                "idle": self.idle()}
+
+    def idle(self) -> dict[str, Any]:
+        """Every phone untouched for ``--idle`` s: the connected phones' CPU and RSS, and a phone without telemetry."""
+        reference = AppPhone(self.work / "reference", self.pbx, "reference", "sip-reference", "", self.env,
+                             name="reference")
+        self.phones.append(reference)
+        reference.start()
+        wait_until = time.monotonic() + self.args.start_timeout
+        while not self.pbx.contacts("reference"):
+            if time.monotonic() > wait_until or not reference.alive():
+                raise BenchError("the reference phone did not register")
+            time.sleep(0.05)
+        time.sleep(5)  # past the start: the first REGISTER's refresh timers, the plugins' first work
+        say(f"idle: {self.args.idle:.0f} s, {len(self.phones)} phones untouched")
+        before = {p.name: procstat.sample(p.pid) for p in self.phones}
+        time.sleep(self.args.idle)
+        after = {p.name: procstat.sample(p.pid) for p in self.phones}
+        figures = {}
+        for p in self.phones:
+            idle = procstat.idle_between(before[p.name], after[p.name])
+            figures[p.name] = {"cpu_percent": idle.cpu_percent, "wakeups_per_s": idle.wakeups_per_s,
+                               "rss_kb": procstat.rss_kb(p.pid)}
+        return figures
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -240,6 +270,7 @@ def report(results: dict[str, Any]) -> str:
                       ("all_in_ms", f"inside: subscribe → all {n} phones' online and state in hand"),
                       ("gather_ms", f"inside: subscribe → the gathering's end (+{fleet.QUIET_S:g} s quiet)")):
         rows.append((what, summary([x[key] for x in r["inside"]])))
+    lines_idle = idle_report(r["idle"], r["phones"], results["settings"]["idle"])
     nodelay = "set_tcp_nodelay true" if results["settings"]["tcp_nodelay"] else "Mosquitto's defaults"
     lines = [f"fleet list, {n} phones, broker with {nodelay}: {results['settings']['runs']} runs; {m['date']}, {m['nproc']} CPUs, load "
              f"average {m['loadavg_start'][0]:.2f} at the start, {m['loadavg_end'][0]:.2f} at the end; the fleet "
@@ -249,7 +280,31 @@ def report(results: dict[str, Any]) -> str:
              "|---|---|---|---|"]
     lines += [f"| {what} (n={v['n']}) | {v['p50']:.0f} | {v['min']:.0f} | {v['max']:.0f} |" if v["p50"] >= 10 else
               f"| {what} (n={v['n']}) | {v['p50']:.1f} | {v['min']:.1f} | {v['max']:.1f} |" for what, v in rows]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *lines_idle])
+
+
+def idle_report(idle: dict[str, dict[str, float]], n: int, seconds: float) -> list[str]:
+    ref = idle["reference"]
+    connected = [v for name, v in idle.items() if name != "reference"]
+
+    def median(key: str) -> float:
+        return statistics.median(v[key] for v in connected)
+
+    cpu, wake, rss = median("cpu_percent"), median("wakeups_per_s"), median("rss_kb") / 1024
+    return [
+        f"idle, {seconds:g} s untouched: the {n} phones with the telemetry plugin connected (median, max) "
+        "against a phone without it",
+        "",
+        "| idle | telemetry connected: median | max | without telemetry | ratio |",
+        "|---|---|---|---|---|",
+        f"| CPU, % of one core (CPU clock, all threads) | {cpu:.3f} | {max(v['cpu_percent'] for v in connected):.3f} "
+        f"| {ref['cpu_percent']:.3f} | {cpu / ref['cpu_percent']:.1f}x |" if ref["cpu_percent"] > 0 else
+        f"| CPU, % of one core | {cpu:.3f} | | {ref['cpu_percent']:.3f} | |",
+        f"| wake-ups per second (all threads) | {wake:.1f} | {max(v['wakeups_per_s'] for v in connected):.1f} "
+        f"| {ref['wakeups_per_s']:.1f} | {wake / max(ref['wakeups_per_s'], 1e-9):.1f}x |",
+        f"| RSS, MiB | {rss:.1f} | {max(v['rss_kb'] for v in connected) / 1024:.1f} | {ref['rss_kb'] / 1024:.1f} "
+        f"| {rss * 1024 / ref['rss_kb']:.2f}x |",
+    ]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -257,6 +312,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--phones", type=int, default=20, help="phones in the fleet (default 20; at most 99)")
     p.add_argument("--runs", type=int, default=7, help="runs of the command (and of the in-process timing)")
     p.add_argument("--timeout", type=float, default=3.0, help="the fleet command's --timeout (default 3)")
+    p.add_argument("--idle", type=float, default=60.0, help="seconds of the idle measurement (default 60)")
     p.add_argument("--start-timeout", type=float, default=120.0, help="seconds for the fleet to come up")
     p.add_argument("--tcp-nodelay", action="store_true", help="run Mosquitto with set_tcp_nodelay true")
     p.add_argument("--json", type=Path, help="write the figures here")

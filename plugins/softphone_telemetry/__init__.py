@@ -39,6 +39,7 @@ buffer = 1000
 from __future__ import annotations
 
 import asyncio
+import functools
 import collections
 import contextlib
 import json
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
     import aiomqtt
 
 log = logging.getLogger("firmware_app.telemetry")
+
+#: How often paho's housekeeping (the keepalive PINGREQ, the PINGRESP timeout) runs, as a share of keepalive_s.
+HOUSEKEEPING_SHARE = 6
 
 SCHEMA = 1  # of every message's JSON; raised when a field changes meaning or goes away
 MAX_COMMAND = 4096  # bytes: a longer command payload is refused unread
@@ -229,7 +233,7 @@ class TelemetryPlugin:
         will = aiomqtt.Will(self.topic("online"), offline, qos=1, retain=True)
         while True:
             try:
-                async with aiomqtt.Client(
+                async with _quiet(aiomqtt.Client)(
                     self.host, self.port, username=self.config.username or None, password=self.password,
                     identifier=f"{self.config.prefix}-{self.device}", will=will, tls_context=self._tls(),
                     keepalive=self.config.keepalive_s, timeout=10,
@@ -380,3 +384,24 @@ class TelemetryPlugin:
             report = await asyncio.get_running_loop().run_in_executor(None, doctor.run, str(self.config_path))
             return {"ok": report["ok"], "problems": report["problems"]}
         raise CommandError(f"unknown command {command!r}")
+
+
+@functools.cache
+def _quiet(client_class: type[aiomqtt.Client]) -> type[aiomqtt.Client]:
+    """aiomqtt's client with paho's housekeeping every keepalive_s/6 instead of every second.
+
+    Housekeeping only sends the keepalive PINGREQ and notices a missing PINGRESP; messages in and out, and a
+    broker that closes the connection, are socket events either way. Once a second was the idle phone's only
+    other wake-up (bench/README.md). aiomqtt 2 runs it in ``_misc_loop``; without that method (another
+    aiomqtt), the stock client is used as it is.
+    """
+    if not hasattr(client_class, "_misc_loop"):
+        return client_class
+
+    class QuietClient(client_class):  # type: ignore[misc, valid-type]
+        async def _misc_loop(self) -> None:
+            period = max(1.0, self._client.keepalive / HOUSEKEEPING_SHARE)
+            while self._client.loop_misc() == 0:  # MQTT_ERR_SUCCESS
+                await asyncio.sleep(period)
+
+    return QuietClient
