@@ -28,9 +28,10 @@
 # RAUC_CERT, RAUC_KEY and RAUC_KEYRING (the signer's certificate and key, and the CA certificate devices
 # trust; default: throw-away development keys in CACHE/rauc-dev-keys, made by image/rauc/make-keys.sh),
 # IMAGE_FREE_MIB (free space in the root file system's image, 128), ROOT_SLOT_MIB (each root slot, 1600),
-# DATA_MIB (the data partition before it grows, 64), COMPRESS (1: also write OUTPUT.xz), FROM_ROOTFS (for
-# developers: a root file system folder instead of mmdebstrap's, e.g. one kept from an earlier build; only
-# the A/B step runs on it). Needs root, about 8 GB of disk, and the packages listed in image/README.md.
+# DATA_MIB (the data partition before it grows, 64), COMPRESS (1: also write OUTPUT.xz). For developers
+# working on the boot side: KEEP_ROOTFS=DIR keeps a copy of mmdebstrap's root file system, FROM_ROOTFS=DIR
+# starts from it instead of mmdebstrap (only the A/B step runs again: 2 minutes instead of 10).
+# Needs root, about 8 GB of disk, and the packages listed in image/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -131,6 +132,11 @@ else
         "deb $mirror $suite main non-free-firmware" \
         "deb $mirror $suite-updates main non-free-firmware" \
         "deb $security_mirror $suite-security main non-free-firmware"
+    if [[ -n ${KEEP_ROOTFS:-} ]]; then
+        log "keeping a copy of the root file system in $KEEP_ROOTFS (for FROM_ROOTFS)"
+        rm -rf "$KEEP_ROOTFS"
+        cp -a "$rootfs" "$KEEP_ROOTFS"
+    fi
 fi
 FW_REPO="$repo" FW_KEYRING="$keyring" FW_IMAGE_VERSION="$version" "$here/rootfs/ab-boot.sh" "$rootfs"
 log "root file system done after $((SECONDS - start)) s"
