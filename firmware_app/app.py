@@ -42,6 +42,11 @@ def setup_logging(level: str) -> None:
         logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
+#: The phone asked to be started again (Phone.request_restart): firmware-app.service restarts on it
+#: (RestartForceExitStatus=) and counts it as no failure (SuccessExitStatus=).
+EXIT_RESTART = 75
+
+
 def run(config: cfg.Config, host: PluginHost) -> int:
     return asyncio.run(_serve(config, host))
 
@@ -73,7 +78,10 @@ async def _serve(config: cfg.Config, host: PluginHost) -> int:
     notifier.notify("READY=1", _status_line(phone))
     watchdog = notifier.watchdog_interval()
     pinger = asyncio.ensure_future(_watchdog(phone, notifier, watchdog)) if watchdog else None
-    await stop.wait()
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(phone.restart_requested.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
     log.info("stopping")
     notifier.notify("STOPPING=1")
     if pinger:
@@ -81,7 +89,7 @@ async def _serve(config: cfg.Config, host: PluginHost) -> int:
     await phone.stop()
     await control.stop()
     notifier.close()
-    return 0
+    return EXIT_RESTART if phone.restart_requested.is_set() else 0
 
 
 async def _watchdog(phone: Phone, notifier: Notifier, interval: float) -> None:

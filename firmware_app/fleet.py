@@ -87,10 +87,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         return p
 
     verb("list", run_list, "every phone: online, last seen, version, state, registration, problems").add_argument(
-        "group", nargs="?", metavar="GLOB", help="only the devices whose name matches, e.g. 'desk-*'")
+        "group", nargs="?", metavar="GLOB|@GROUP", help="only the devices whose name matches, e.g. 'desk-*', or "
+        "those in a group of their [telemetry] groups, e.g. '@floor-2'")
     verb("show", run_show, "one phone's state and what it keeps on the broker").add_argument("device")
     p = verb("send", run_send, "send an allowlisted command to a phone or a group and print each result")
-    p.add_argument("target", metavar="DEVICE|GLOB")
+    p.add_argument("target", metavar="DEVICE|GLOB|@GROUP")
     p.add_argument("command", help="doctor, test_call, dnd... (the phone's [telemetry] commands allow it or not)")
     p.add_argument("argument", nargs="?", help="the command's argument, e.g. on or off for dnd")
     return fleet
@@ -138,6 +139,11 @@ class PhoneView:
             self.other[subtopic] = payload
 
     @property
+    def groups(self) -> list[str]:
+        groups = (self.state or {}).get("groups")
+        return [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
+
+    @property
     def last_message(self) -> float | None:
         return max(self.times) if self.times else None
 
@@ -174,7 +180,9 @@ class PhoneView:
             "online_since": self.online_since,
             "last_message": last,
             "last_seen_age_s": seen_age,
-            "version": s.get("version"),
+            "version": s.get("image_version") or s.get("version"),
+            "app_version": s.get("version"),
+            "groups": self.groups,
             "state": s.get("state"),
             "registration": s.get("registration"),
             "dnd": s.get("dnd"),
@@ -396,8 +404,7 @@ async def _list(args: argparse.Namespace, s: Settings) -> int:
     async def work(session: Session) -> int:
         await session.gather()
         now = time.time()
-        phones = [session.phones[d].record(now) for d in sorted(session.phones)
-                  if args.group is None or fnmatch.fnmatchcase(d, args.group)]
+        phones = [session.phones[d].record(now) for d in selected(session.phones, args.group)]
         if args.json:
             _print_json(phones)
         elif not phones:
@@ -407,6 +414,16 @@ async def _list(args: argparse.Namespace, s: Settings) -> int:
         return EXIT_OK
 
     return await _connected(args, s, work)
+
+
+def selected(phones: dict[str, PhoneView], target: str | None) -> list[str]:
+    """The devices ``target`` names, sorted: all (None), a group (``@floor-2``: its [telemetry] groups say it
+    belongs), or a name or glob (``desk-*``)."""
+    if target is None:
+        return sorted(phones)
+    if target.startswith("@"):
+        return sorted(d for d, view in phones.items() if target[1:] in view.groups)
+    return sorted(d for d in phones if fnmatch.fnmatchcase(d, target))
 
 
 def _table(phones: list[dict[str, Any]], now: float) -> str:
@@ -447,14 +464,36 @@ async def _show(args: argparse.Namespace, s: Settings) -> int:
         lines.append("  problems: " + (", ".join(st["problems"]) or "none"))
         lines.append("  last call: " + (_quality(phone.last_call, now) if phone.last_call else
                                         f"none kept on the broker ({s.prefix}/{device}/last_call)"))
-        lines.append(f"  earlier calls: not kept on the broker ({s.prefix}/{device}/event/call and event/quality "
-                     "are live, not retained)")
+        recent = phone.other.get("recent_calls")
+        calls = recent.get("calls") if isinstance(recent, dict) else None
+        if isinstance(calls, list) and calls:
+            lines.append(f"  recent calls ({len(calls)}, newest first):")
+            lines += [f"    {_recent_call(c, now)}" for c in calls if isinstance(c, dict)]
+        else:
+            lines.append(f"  recent calls: none kept on the broker ({s.prefix}/{device}/recent_calls)")
         for subtopic, payload in sorted(phone.other.items()):
+            if subtopic == "recent_calls":
+                continue
             lines.append(f"  {subtopic}: {json.dumps(payload)}")
         print("\n".join(lines))
         return EXIT_OK
 
     return await _connected(args, s, work)
+
+
+def _recent_call(c: dict[str, Any], now: float) -> str:
+    """One ended call on one line: when, which way, who, how long, how it ended, its MOS."""
+    start, answered, end = c.get("start"), c.get("answered"), c.get("end")
+    when = f"{age(now - start)} ago" if isinstance(start, (int, float)) else "?"
+    if isinstance(answered, (int, float)) and isinstance(end, (int, float)):
+        talk = f"talked {end - answered:.0f} s"
+    else:
+        talk = "not answered"
+    code = c.get("status_code")
+    ended = f", ended {code} {c.get('reason') or ''}".rstrip() if code else ""
+    mos = (c.get("quality") or {}).get("mos")
+    quality = f", MOS {mos:.1f}" if isinstance(mos, (int, float)) else ""
+    return f"{when}: {c.get('direction') or '?'} {c.get('remote_uri') or '?'}, {talk}{ended}{quality}"
 
 
 def _quality(q: dict[str, Any], now: float) -> str:
@@ -480,7 +519,7 @@ async def _send(args: argparse.Namespace, s: Settings) -> int:
 
     async def work(session: Session) -> int:
         await session.gather()
-        matching = sorted(d for d in session.phones if fnmatch.fnmatchcase(d, target))
+        matching = selected(session.phones, target)
         if not matching:
             known = sorted(session.phones)
             listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")

@@ -68,6 +68,7 @@ class Phone:
         self._calls: dict[int, CallRecord] = {}
         self._listeners: list[EventListener] = []
         self._stopping = False
+        self.restart_requested = asyncio.Event()  # firmware-app run then stops and exits with EXIT_RESTART
         self._tasks: set[asyncio.Task[Any]] = set()
         self._published: dict[str, Any] = {}  # plugins' own parts of status() (publish_status)
         self._lines: dict[str, str] = {}  # watched colleagues' lines: URI -> idle, ringing, busy, unknown
@@ -104,6 +105,14 @@ class Phone:
             ", ".join(self.plugins.names()) or "none",
         )
         self.plugins.startup(self)
+
+    def request_restart(self, reason: str) -> None:
+        """Stop as on SIGTERM and have the service manager start the phone again (a plugin's remote command).
+
+        ``firmware-app run`` exits with :data:`firmware_app.app.EXIT_RESTART`, which the unit restarts on.
+        """
+        log.warning("restarting: %s", reason)
+        self.restart_requested.set()
 
     async def stop(self) -> None:
         """Hang up every call, un-REGISTER, stop the plugins (in reverse order), then the engine."""

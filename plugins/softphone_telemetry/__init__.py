@@ -13,8 +13,8 @@ Under ``PREFIX/DEVICE/`` (``firmware-app/desk-12/``) the phone publishes, as JSO
 | ``event/device`` | no | headsets and other input devices coming and going |
 | ``result/ID`` | no | the answer to command ``ID`` |
 
-Commands arrive on ``PREFIX/DEVICE/cmd`` only, as ``{"id": "...", "command": "doctor" | "test_call" | "dnd",
-"argument": ...}``, and only those listed in ``commands`` run; every command gets a result (ok or
+Commands arrive on ``PREFIX/DEVICE/cmd`` only, as ``{"id": "...", "command": "doctor" | "test_call" | "dnd" |
+"reload_provisioning" | "restart", "argument": ...}``, and only those listed in ``commands`` run; every command gets a result (ok or
 an error naming why). The broker's ACL is the authorization: a phone may write its own subtree only.
 
 The call path never waits for the network: messages go into a bounded buffer (``buffer`` messages, the oldest
@@ -39,11 +39,12 @@ buffer = 1000
 from __future__ import annotations
 
 import asyncio
-import functools
 import collections
 import contextlib
+import functools
 import json
 import logging
+import os
 import socket
 import ssl
 import time
@@ -69,7 +70,11 @@ HOUSEKEEPING_SHARE = 6
 
 SCHEMA = 1  # of every message's JSON; raised when a field changes meaning or goes away
 MAX_COMMAND = 4096  # bytes: a longer command payload is refused unread
-Command = Literal["doctor", "test_call", "dnd"]
+Command = Literal["doctor", "test_call", "dnd", "reload_provisioning", "restart"]
+#: Written (its time changed) to ask for provisioning now: firmware-provision-request.path starts the unit.
+PROVISIONING_REQUEST = "provisioning-requested"
+RECENT_CALLS = 10  # kept retained in recent_calls, newest first
+IMAGE_VERSION = Path("/usr/lib/firmware-app/image-version")  # the A/B image's version of the running slot
 
 
 class TelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -84,6 +89,8 @@ class TelemetryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     test_call: str = ""
     test_call_s: Annotated[float, Meta(ge=1, le=120)] = 5.0  # how long the test call lasts
     buttons: bool = False
+    groups: list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = []  # for fleet list/send @GROUP
+    heartbeat_s: Annotated[int, Meta(ge=0, le=86_400)] = 300  # the retained online's time refreshed; 0 = never
     buffer: Annotated[int, Meta(ge=10, le=100_000)] = 1000
     home_assistant: bool = False  # MQTT discovery: the phone appears in Home Assistant as a device
     discovery_prefix: str = "homeassistant"
@@ -110,6 +117,9 @@ class TelemetryPlugin:
         self._unsubscribe: Any = None
         self._state: dict[str, Any] = {}
         self._devices: dict[str, str] = {}
+        self._calls: dict[Any, dict[str, Any]] = {}  # calls in progress: id -> their summary so far
+        self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_CALLS)
+        self._image_version = _image_version()
 
     # --- configuration and lifecycle --------------------------------------------------------------------
 
@@ -184,9 +194,11 @@ class TelemetryPlugin:
         fields = {k: v for k, v in event.items() if k not in ("event", "time")}
         if kind == "call":
             self.send("event/call", fields)
+            self._track_call(fields)
         elif kind == "call_quality":
             self.send("event/quality", fields)
             self.send("last_call", fields, retain=True)  # the fleet's dashboards show the last call's quality
+            self._track_quality(fields)
         elif kind == "transfer":
             self.send("event/transfer", fields)
         elif kind == "input" and self.config.buttons:
@@ -211,10 +223,42 @@ class TelemetryPlugin:
             "devices": dict(self._devices),  # headsets and buttons: "usb_headset:headset": "connected"...
             "headset": any(d.startswith(("hfp:", "usb_headset:")) and v == "connected" for d, v in self._devices.items()),
             "version": __version__,
+            "image_version": self._image_version,
+            "groups": list(self.config.groups),
         }
         if state != self._state:
             self._state = state
             self.send("state", state, retain=True)
+
+    def _track_call(self, call: dict[str, Any]) -> None:
+        """The call's summary for recent_calls: who, which way, when answered and ended, and how."""
+        now = round(time.time(), 3)
+        summary = self._calls.setdefault(call.get("id"), {
+            "id": call.get("id"), "direction": call.get("direction"), "remote_uri": call.get("remote_uri"), "start": now,
+        })
+        if call.get("state") == "active":
+            summary.setdefault("answered", now)
+        if call.get("state") == "ended":
+            del self._calls[call.get("id")]
+            summary.update(end=now, status_code=call.get("status_code"), reason=call.get("reason"))
+            self._recent.appendleft(summary)
+            self._publish_recent()
+
+    def _track_quality(self, quality: dict[str, Any]) -> None:
+        """A call's audio figures, into its summary (they may come just before or just after its end)."""
+        brief = {k: quality.get(k) for k in ("mos", "rx_loss_percent", "jitter_ms", "rtt_ms")}
+        summary = self._calls.get(quality.get("call_id"))
+        if summary is not None:
+            summary["quality"] = brief
+            return
+        for ended in self._recent:
+            if ended["id"] == quality.get("call_id"):
+                ended["quality"] = brief
+                self._publish_recent()
+                return
+
+    def _publish_recent(self) -> None:
+        self.send("recent_calls", {"calls": list(self._recent)}, retain=True)
 
     # --- the connection ---------------------------------------------------------------------------------
 
@@ -249,11 +293,18 @@ class TelemetryPlugin:
                         for topic, config in self.discovery().items():
                             await client.publish(topic, json.dumps(config), qos=1, retain=True)
                     sender = asyncio.create_task(self._drain(client))
+                    if self.config.heartbeat_s:
+                        heart = asyncio.create_task(self._heartbeat(client))
+                        sender.add_done_callback(lambda _: heart.cancel())
                     try:
                         async for message in client.messages:
                             await self._command(message)
                     except asyncio.CancelledError:
-                        # The phone stops: a clean disconnect cancels the last will, so say offline ourselves.
+                        # The phone stops: what is still in the outbox (the last call, a command's result) goes
+                        # out first, for a second at most; a clean disconnect cancels the last will, so then
+                        # say offline ourselves.
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(self._flush(client), 1.0)
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(client.publish(self.topic("online"), offline, qos=1, retain=True), 1.0)
                         raise
@@ -272,14 +323,24 @@ class TelemetryPlugin:
                     said = reason
             await asyncio.sleep(backoff.next())
 
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        """The retained online message again every heartbeat_s: an operator sees when a vanished phone was last
+        alive, not only when it connected (the last will carries no time)."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            self.send("online", {"online": True}, retain=True)
+
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.outbox:
-                topic, body, retain = self.outbox[0]
-                await client.publish(topic, body, qos=1, retain=retain)
-                self.outbox.popleft()
+            await self._flush(client)
+
+    async def _flush(self, client: aiomqtt.Client) -> None:
+        while self.outbox:
+            topic, body, retain = self.outbox[0]
+            await client.publish(topic, body, qos=1, retain=retain)
+            self.outbox.popleft()
 
     async def _test_call(self, phone: Phone) -> dict[str, Any]:
         """Call ``test_call``, talk ``test_call_s`` seconds, hang up, and answer with the call's quality."""
@@ -378,12 +439,42 @@ class TelemetryPlugin:
             return await phone.run_action(f"dnd:{argument}" if argument in ("on", "off") else "dnd")
         if command == "test_call":
             return await self._test_call(phone)
+        if command == "restart":
+            # The result goes out as the phone stops (the outbox is flushed before the clean disconnect).
+            asyncio.get_running_loop().call_soon(phone.request_restart, "remote command restart")
+            return {"restarting": True}
+        if command == "reload_provisioning":
+            return self._request_provisioning()
         if command == "doctor":
             from firmware_app import doctor  # a second or two of looking at the machine: in an executor
 
             report = await asyncio.get_running_loop().run_in_executor(None, doctor.run, str(self.config_path))
             return {"ok": report["ok"], "problems": report["problems"]}
         raise CommandError(f"unknown command {command!r}")
+
+
+    def _request_provisioning(self) -> dict[str, Any]:
+        """Ask for the provisioning server's files now, as the hourly timer would (the phone itself is not root).
+
+        The phone changes the time of a file in its runtime folder; firmware-provision-request.path starts
+        firmware-provision-network.service, which installs changed settings and restarts the phone.
+        """
+        folder = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        if not folder:
+            raise CommandError("provisioning cannot be asked for here: the phone does not run as the service")
+        request = Path(folder) / PROVISIONING_REQUEST
+        try:
+            request.write_text(f"{time.time():.3f}\n")
+        except OSError as e:
+            raise CommandError(f"provisioning cannot be asked for: {request}: {e.strerror or e}") from None
+        return {"requested": True, "note": "the phone restarts if the provisioning server's files changed"}
+
+
+def _image_version() -> str | None:
+    try:
+        return IMAGE_VERSION.read_text().strip() or None
+    except OSError:
+        return None  # not the A/B image
 
 
 @functools.cache

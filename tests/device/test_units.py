@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from firmware_app import app
 from firmware_app import config as app_config
 
 from .conftest import REPO
 
 SYSTEMD = REPO / "systemd"
-UNITS = sorted(p for p in SYSTEMD.iterdir() if p.suffix in (".service", ".timer"))
+UNITS = sorted(p for p in SYSTEMD.iterdir() if p.suffix in (".service", ".timer", ".path"))
 SERVICES = [p for p in UNITS if p.suffix == ".service"]
 #: Exposure levels from `systemd-analyze security` (0 best, 10 worst) that each unit must stay under.
 THRESHOLDS = {"firmware-app.service": 2.0}
@@ -113,6 +114,8 @@ def test_the_phone_unit() -> None:
     assert unit["Service.NotifyAccess"] == ["main"]
     assert unit["Service.WatchdogSec"] == ["30s"]
     assert unit["Service.Restart"] == ["on-failure"]
+    # The phone asking to be started again (a fleet command) is restarted, and is no failure.
+    assert unit["Service.RestartForceExitStatus"] == unit["Service.SuccessExitStatus"] == [str(app.EXIT_RESTART)]
     assert unit["Service.ExecStart"] == ["/opt/firmware-app/bin/firmware-app -c /etc/firmware-app/config.toml run"]
     assert unit["Service.User"] == ["firmware-app"]
     # The password reaches the phone only as the credential the app looks for.

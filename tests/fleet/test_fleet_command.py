@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,16 +34,16 @@ PREFIX = "firmware-app"
 MQTT_PASSWORDS = {"phone-a": "pw-a", "phone-b": "pw-b"}  # tests/fleet/conftest.py's users
 
 
-def telemetry(mosquitto: Mosquitto, device: str, commands: tuple[str, ...] = ()) -> str:
+def telemetry(mosquitto: Mosquitto, device: str, commands: tuple[str, ...] = (), groups: tuple[str, ...] = ()) -> str:
     return (f'[telemetry]\nbroker = "{mosquitto.host}:{mosquitto.port}"\nca_file = "{mosquitto.ca_file}"\n'
             f'device = "{device}"\nusername = "{device}"\nretry_first_s = 0.2\nretry_max_s = 1.0\n'
-            f"commands = {json.dumps(list(commands))}\n")
+            f"commands = {json.dumps(list(commands))}\ngroups = {json.dumps(list(groups))}\n")
 
 
 def make_phone(phone_factory: Callable[..., PhoneProcess], kamailio: Kamailio, mosquitto: Mosquitto, device: str,
-               password: str, commands: tuple[str, ...] = ()) -> PhoneProcess:
+               password: str, commands: tuple[str, ...] = (), groups: tuple[str, ...] = ()) -> PhoneProcess:
     return phone_factory(device, proxy=kamailio, user=device, password=SIP_USERS[device],
-                         extra=telemetry(mosquitto, device, commands), secrets=f'mqtt_password = "{password}"\n')
+                         extra=telemetry(mosquitto, device, commands, groups), secrets=f'mqtt_password = "{password}"\n')
 
 
 def operator(mosquitto: Mosquitto) -> Watcher:
@@ -104,8 +105,10 @@ def fleet(mosquitto: Mosquitto, tmp_path: Path) -> Fleet:
 def two_phones(phone_factory, fleet_kamailio, mosquitto) -> tuple[PhoneProcess, PhoneProcess, Watcher]:
     """phone-a (dnd allowlisted) and phone-b (nothing allowlisted), online and registered on the broker."""
     watcher = operator(mosquitto)
-    a = make_phone(phone_factory, fleet_kamailio, mosquitto, "phone-a", MQTT_PASSWORDS["phone-a"], ("dnd",)).start()
-    b = make_phone(phone_factory, fleet_kamailio, mosquitto, "phone-b", MQTT_PASSWORDS["phone-b"]).start()
+    a = make_phone(phone_factory, fleet_kamailio, mosquitto, "phone-a", MQTT_PASSWORDS["phone-a"], ("dnd",),
+                   ("floor-2", "reception")).start()
+    b = make_phone(phone_factory, fleet_kamailio, mosquitto, "phone-b", MQTT_PASSWORDS["phone-b"],
+                   groups=("floor-2",)).start()
     for device in ("phone-a", "phone-b"):
         wait_registered(watcher, device)
     return a, b, watcher
@@ -199,6 +202,7 @@ def test_show_gives_one_phones_state_and_its_last_calls_quality(two_phones, flee
     assert before.stdout.startswith("phone-a: online, last seen now")
     assert "registration registered" in before.stdout and "problems: none" in before.stdout
     assert "last call: none kept on the broker" in before.stdout
+    assert "recent calls: none kept on the broker" in before.stdout
 
     caller = Baresip(tmp_path / "caller", "caller", SIP_USERS["caller"], fleet_kamailio).start()
     try:
@@ -215,8 +219,14 @@ def test_show_gives_one_phones_state_and_its_last_calls_quality(two_phones, flee
     assert after.returncode == 0, after.stderr
     last = next(line for line in after.stdout.splitlines() if line.startswith("  last call: "))
     assert last.startswith("  last call: MOS ") and " ago); received " in last and "jitter" in last, last
-    assert "earlier calls: not kept on the broker" in after.stdout
+    lines = after.stdout.splitlines()
+    recent = lines[lines.index("  recent calls (1, newest first):") + 1]
+    assert re.fullmatch(r"    \d+ s ago: incoming sip:caller@127\.0\.0\.1, talked \d+ s, ended 200 [^,]*, MOS \d\.\d",
+                        recent), recent
     record = fleet.json("show", "phone-a")
+    [call] = record["retained"]["recent_calls"]["calls"]
+    assert call["quality"]["mos"] == record["last_call"]["mos"], "the call's own figures, wherever they came first"
+    assert call["start"] <= call["answered"] <= call["end"]
     assert record["last_call"]["rx_packets"] > 20 and 1.0 <= record["last_call"]["mos"] <= 4.5
     listed = {p["device"]: p for p in fleet.json("list")}
     assert listed["phone-a"]["last_call"]["mos"] == record["last_call"]["mos"]
@@ -298,3 +308,19 @@ def test_the_fleet_command_lists_twenty_phones_online_and_registered(phone_facto
         with ThreadPoolExecutor(len(phones)) as pool:
             list(pool.map(lambda p: p.stop(), phones))
         broker.stop()
+
+
+def test_a_group_is_the_phones_that_say_they_belong_to_it(two_phones, fleet):
+    assert [p["device"] for p in fleet.json("list", "@reception")] == ["phone-a"]
+    assert [p["device"] for p in fleet.json("list", "@floor-2")] == ["phone-a", "phone-b"]
+    assert fleet.json("list", "@floor-2")[0]["groups"] == ["floor-2", "reception"]
+    assert fleet.json("list", "@nobody") == []
+
+    sent = fleet("send", "@floor-2", "dnd", "on")
+
+    assert sent.returncode == 1, sent.stdout + sent.stderr  # phone-b does not allow dnd
+    by_device = lines(sent)
+    assert by_device["phone-a"].startswith("ok: ") and '"on": true' in by_device["phone-a"]
+    assert by_device["phone-b"].startswith("refused: the command 'dnd' is not allowed")
+    none = fleet("send", "@nobody", "dnd")
+    assert none.returncode == 1 and "no phone matches '@nobody'" in none.stderr

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 
 from tests.fleet.conftest import SIP_USERS
 from tests.fleet.mosquitto import Mosquitto, Watcher
 from tests.phone_process import wait
 
 PREFIX = "firmware-app/phone-a"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def telemetry(mosquitto: Mosquitto, extra: str = "") -> str:
@@ -168,3 +170,60 @@ def test_a_phone_that_stops_cleanly_says_it_is_offline(phone_factory, mosquitto)
     fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and not payload(m)["online"], timeout=10)
     late = Watcher(mosquitto, "operator", "pw-op", f"{PREFIX}/online")
     assert payload(late.wait(lambda m: m["retain"], timeout=5))["online"] is False
+
+
+def test_a_remote_restart_answers_then_the_phone_exits_for_the_service_to_start_it(phone_factory, mosquitto):
+    fleet = operator(mosquitto)
+    phone = start_phone(phone_factory, mosquitto, 'commands = ["restart"]\n')
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and payload(m)["online"], timeout=10)
+
+    mosquitto.publish("operator", "pw-op", f"{PREFIX}/cmd", json.dumps({"id": "r1", "command": "restart"}))
+
+    answer = payload(fleet.wait(lambda m: m["topic"] == f"{PREFIX}/result/r1", timeout=10))
+    assert answer["ok"] is True and answer["result"] == {"restarting": True}
+    assert phone.process.wait(timeout=20) == 75  # firmware-app.service: RestartForceExitStatus=75
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online" and not payload(m)["online"], timeout=10)
+    assert "restarting: remote command restart" in phone.log()
+
+
+def test_a_remote_provisioning_request_touches_the_file_the_path_unit_watches(phone_factory, mosquitto, tmp_path):
+    fleet = operator(mosquitto)
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    phone_factory(extra=telemetry(mosquitto, 'commands = ["reload_provisioning"]\n'),
+                  secrets='mqtt_password = "pw-a"\n', env={"RUNTIME_DIRECTORY": str(runtime)}).start()
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online", timeout=10)
+
+    mosquitto.publish("operator", "pw-op", f"{PREFIX}/cmd", json.dumps({"id": "p1", "command": "reload_provisioning"}))
+
+    answer = payload(fleet.wait(lambda m: m["topic"] == f"{PREFIX}/result/p1", timeout=10))
+    assert answer["ok"] is True and answer["result"]["requested"] is True
+    requested = float((runtime / "provisioning-requested").read_text())
+    assert abs(requested - answer["time"]) < 5  # written now, by this command
+    unit = (REPO / "systemd/firmware-provision-request.path").read_text()
+    assert "PathChanged=/run/firmware-app/provisioning-requested" in unit
+    assert "Unit=firmware-provision-network.service" in unit
+
+
+def test_a_provisioning_request_outside_the_service_is_refused_with_the_reason(phone_factory, mosquitto, monkeypatch):
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    fleet = operator(mosquitto)
+    start_phone(phone_factory, mosquitto, 'commands = ["reload_provisioning"]\n')
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online", timeout=10)
+
+    mosquitto.publish("operator", "pw-op", f"{PREFIX}/cmd", json.dumps({"id": "p2", "command": "reload_provisioning"}))
+
+    answer = payload(fleet.wait(lambda m: m["topic"] == f"{PREFIX}/result/p2", timeout=10))
+    assert answer["ok"] is False and "the phone does not run as the service" in answer["error"]
+
+
+def test_the_heartbeat_keeps_the_retained_online_time_fresh(phone_factory, mosquitto):
+    fleet = operator(mosquitto)
+    start_phone(phone_factory, mosquitto, "heartbeat_s = 1\n")
+
+    def beats() -> list[float]:
+        return [payload(m)["time"] for m in fleet.messages()
+                if m["topic"] == f"{PREFIX}/online" and payload(m)["online"]]
+
+    wait(lambda: len(beats()) >= 3, 15, "three online messages")
+    assert beats() == sorted(beats()) and len(set(beats())) == len(beats())
