@@ -182,6 +182,12 @@ class ControlServer:
                 result = {"action": await phone.press(event)}
             elif cmd == "action":
                 result = await phone.run_action(_required(request, "name"))
+            elif cmd == "update":
+                state, detail = request.get("state", ""), request.get("detail", "")
+                if not isinstance(state, str) or not isinstance(detail, str):
+                    raise CommandError("update: state and detail are strings")
+                phone.set_update(state[:32], detail[:200])
+                result = None
             elif cmd == "transfer":
                 result = await phone.run_action(f"transfer:{_required(request, 'target')}")
             else:

@@ -106,6 +106,14 @@ class Phone:
         )
         self.plugins.startup(self)
 
+    def set_update(self, state: str, detail: str = "") -> None:
+        """What a software update is doing (``firmware-app update`` says it here): shown in :meth:`status`
+        under ``update``, as an ``update`` event (the status LED, telemetry); "" when none is under way."""
+        update = {"state": state, "detail": detail} if state else None
+        if self._published.get("update") != update:
+            self.publish_status("update", update)
+            self._emit("update", state=state, detail=detail)
+
     def request_restart(self, reason: str) -> None:
         """Stop as on SIGTERM and have the service manager start the phone again (a plugin's remote command).
 

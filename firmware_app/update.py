@@ -55,6 +55,8 @@ REBOOT_WAIT_S = 12 * 3600.0  # once installed, the reboot waits this long at mos
 POLL_S = 2.0
 #: Registration failures that PJSIP makes itself (no answer, no transport): the registrar said nothing.
 LOCAL_FAILURES = frozenset({0, 408, 477, 503})
+#: The update's states the phone shows (its status LED, the fleet's telemetry); any other clears it.
+SHOWN = frozenset({"downloading", "copying", "checking", "installing", "installed", "rebooting"})
 
 
 class UpdateRefused(FirmwareAppError):
@@ -335,6 +337,7 @@ class Updater:
         _ensure_dir(self.device.state_dir)
         _write_json(self.device.status_file, record)
         self._say(f"{state}: {message}")
+        tell_phone(self.device.socket, state if state in SHOWN else "", message)
         return message
 
 
@@ -348,6 +351,14 @@ def phone_state(socket: str) -> str | None:
     except NoAnswerError:
         return None
     return str(reply.get("result", {}).get("state", "unknown")) if reply.get("ok") else "unknown"
+
+
+def tell_phone(socket: str, state: str, detail: str) -> None:
+    """Say what the update does to the running phone (its LED shows it), if it runs; never in the way."""
+    try:
+        control.request(socket, {"cmd": "update", "state": state, "detail": detail}, timeout=5.0)
+    except FirmwareAppError:
+        pass  # not running, or gone: the update goes on without the LED
 
 
 def health(

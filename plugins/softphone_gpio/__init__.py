@@ -61,7 +61,7 @@ class ButtonConfig(TimingConfig, kw_only=True, frozen=True, forbid_unknown_field
 
 
 #: A pattern: "off", "on", a built-in name, or [[on_s, off_s], ...] repeated for as long as it shows.
-Pattern = Literal["off", "on", "fast", "slow", "double", "flicker", "blip", "wink"] | list[
+Pattern = Literal["off", "on", "fast", "slow", "double", "triple", "flicker", "blip", "wink"] | list[
     tuple[Annotated[float, Meta(ge=0.02, le=10)], Annotated[float, Meta(ge=0.02, le=10)]]
 ]
 
@@ -69,6 +69,7 @@ PATTERNS: dict[str, tuple[tuple[float, float], ...]] = {
     "fast": ((0.125, 0.125),),
     "slow": ((0.5, 0.5),),
     "double": ((0.1, 0.1), (0.1, 0.7)),
+    "triple": ((0.08, 0.12), (0.08, 0.12), (0.08, 0.92)),
     "flicker": ((0.05, 0.05),),
     "blip": ((0.1, 2.9),),
     "wink": ((1.8, 0.2),),  # mostly on
@@ -84,6 +85,7 @@ class StatusPatterns(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     waiting: Pattern = "fast"  # another call rings while one is up (call waiting)
     in_call: Pattern = "on"
     on_hold: Pattern = "slow"
+    updating: Pattern = "triple"  # a software update downloads, installs, or restarts the device
     not_registered: Pattern = "off"
     dnd: Pattern = "wink"  # do not disturb (calls are refused)
     message_waiting: Pattern = "blip"  # voicemail waiting (SIP MWI)
@@ -119,9 +121,11 @@ class GpioConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
 
 
 def status_condition(
-    state: PhoneState, registered: bool, message_waiting: bool, transfer_failed: bool, dnd: bool = False
+    state: PhoneState, registered: bool, message_waiting: bool, transfer_failed: bool, dnd: bool = False,
+    updating: bool = False,
 ) -> str:
-    """The row of :class:`StatusPatterns` that applies: calls first, then registration, do not disturb, voicemail."""
+    """The row of :class:`StatusPatterns` that applies: calls first, then an update, registration, do not
+    disturb, voicemail."""
     if transfer_failed and state in (PhoneState.IN_CALL, PhoneState.WAITING, PhoneState.ON_HOLD, PhoneState.TRANSFERRING):
         return "transfer_failed"
     if state is PhoneState.TRANSFERRING:
@@ -134,6 +138,8 @@ def status_condition(
         return "in_call"
     if state is PhoneState.ON_HOLD:
         return "on_hold"
+    if updating:
+        return "updating"
     if not registered:
         return "not_registered"
     if dnd:
@@ -204,6 +210,7 @@ class GpioPlugin:
         self._registered = False
         self._waiting = False
         self._dnd = False
+        self._updating = False
         self._unsubscribe: Any = None
         self._transfer_failed: asyncio.TimerHandle | None = None
 
@@ -293,9 +300,13 @@ class GpioPlugin:
             self._refresh()
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        """Do not disturb is the calls plugin's: its ``dnd`` events say when it changes."""
+        """Do not disturb is the calls plugin's: its ``dnd`` events say when it changes. A software update
+        says what it does through ``update`` events."""
         if event.get("event") == "dnd" and bool(event.get("on")) != self._dnd:
             self._dnd = bool(event.get("on"))
+            self._refresh()
+        elif event.get("event") == "update" and bool(event.get("state")) != self._updating:
+            self._updating = bool(event.get("state"))  # "" when no update is under way
             self._refresh()
 
     def _end_transfer_failed(self) -> None:
@@ -308,7 +319,8 @@ class GpioPlugin:
         if self.phone is None:
             return
         condition = status_condition(
-            self.phone.state, self._registered, self._waiting, self._transfer_failed is not None, self._dnd
+            self.phone.state, self._registered, self._waiting, self._transfer_failed is not None, self._dnd,
+            self._updating,
         )
         for led in self.leds.values():
             if led.config.role == "status":

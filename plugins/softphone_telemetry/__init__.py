@@ -207,7 +207,7 @@ class TelemetryPlugin:
             self.send("event/device", fields)
             self._devices[f"{event.get('source')}:{event.get('device')}"] = str(event.get("state"))
             self._publish_state()
-        elif kind in ("state", "registration", "dnd", "line"):
+        elif kind in ("state", "registration", "dnd", "line", "update"):
             self._publish_state()
 
     def _publish_state(self) -> None:
@@ -224,6 +224,7 @@ class TelemetryPlugin:
             "headset": any(d.startswith(("hfp:", "usb_headset:")) and v == "connected" for d, v in self._devices.items()),
             "version": __version__,
             "image_version": self._image_version,
+            "update": (status.get("update") or {}).get("state"),  # a software update under way, or None
             "groups": list(self.config.groups),
         }
         if state != self._state:

@@ -373,3 +373,25 @@ def test_a_busy_lamp_shows_a_colleagues_line(mock_pins, phone_rig) -> None:
             assert conditions() == ["unknown", "busy", "ringing", "idle"]
 
     asyncio.run(scenario())
+
+
+def test_status_led_says_a_software_update_is_under_way_but_a_call_first(mock_pins, phone_rig) -> None:
+    async def scenario() -> None:
+        async with phone_rig(["softphone_gpio"], "[gpio.leds.status]\npin = 27\n") as rig:
+            pin = mock_pins.pin(27)
+            await rig.set_registered(True)
+            await rig.set_state(PhoneState.IN_CALL)
+            rig.phone.set_update("downloading", "https://updates.example/1.1.0.raucb")  # downloads during a call
+            assert pin.state  # the call shows
+            pin.clear_states()
+            await rig.set_state(PhoneState.IDLE)  # triple flash: on .08 off .12 on .08 off .12 on .08 off .92
+            await recorded(pin, 7)  # from on (the call's); the long pause is the witness of the third flash
+            assert_pattern(pin, [(0, True), (0.08, False), (0.12, True), (0.08, False), (0.12, True), (0.08, False),
+                                 (0.92, True)])
+            rig.phone.set_update("")  # refused, or nothing to do: back to idle
+            assert not pin.state
+            assert rig.phone.status()["update"] is None
+            conditions = [e["condition"] for e in rig.events if e["event"] == "led"]
+            assert conditions == ["not_registered", "idle", "in_call", "updating", "idle"]
+
+    asyncio.run(scenario())

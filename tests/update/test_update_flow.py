@@ -316,6 +316,13 @@ def test_an_update_waits_for_the_call_to_end_then_installs(
 
     assert done == [f"version {NEW} installed: rebooting"]
     assert device.installed() == [str(bundles.good)] and device.rebooted() == 1
+    # The phone was told all along (its status LED, the fleet's telemetry): now it restarts into NEW.
+    assert phone.status()["update"] == {"state": "rebooting", "detail": f"into version {NEW}"}
+    def told() -> list[str]:
+        return [e["state"] for e in phone.events if e.get("event") == "update"]
+
+    expected = ["checking", "", "installing", "installed", "rebooting"]  # "" while it waited for the call
+    wait(lambda: told() == expected, 5, f"the update's states {expected}, not {told()}")
 
 
 def test_a_call_past_the_deadline_leaves_everything_as_it_was(
