@@ -128,6 +128,7 @@ class Config:
         self.security = core.security
         self._password = password
         self.secrets: dict[str, str] = {}  # plugins' secrets from the secrets file (mqtt_password)
+        self.secrets_loaded = True  # False when loaded without them (check-config, doctor as any user)
         self._claimed: set[str] = set(_CORE_SECTIONS)
         #: Names of every action the loaded plugins offer, once they are loaded (None before).
         self.known_actions: set[str] | None = None
@@ -203,6 +204,7 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
     found = load_secrets(path, core.account) if secrets else {}
     config = Config(path, raw, core, found.get("password", ""))
     config.secrets = {k: v for k, v in found.items() if k != "password"}
+    config.secrets_loaded = secrets
     return config
 
 

@@ -47,6 +47,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -73,6 +74,7 @@ MAX_COMMAND = 4096  # bytes: a longer command payload is refused unread
 Command = Literal["doctor", "test_call", "dnd", "reload_provisioning", "restart"]
 #: Written (its time changed) to ask for provisioning now: firmware-provision-request.path starts the unit.
 PROVISIONING_REQUEST = "provisioning-requested"
+DOCTOR_TIMEOUT_S = 60.0
 RECENT_CALLS = 10  # kept retained in recent_calls, newest first
 IMAGE_VERSION = Path("/usr/lib/firmware-app/image-version")  # the A/B image's version of the running slot
 
@@ -148,7 +150,7 @@ class TelemetryPlugin:
         if "test_call" in c.commands and not c.test_call:
             raise ConfigError(file, "telemetry.test_call", "the test_call command needs the number to call")
         self.password = config.secrets.get("mqtt_password")
-        if c.username and self.password is None and not c.client_cert:
+        if c.username and self.password is None and not c.client_cert and config.secrets_loaded:
             raise ConfigError(file, "telemetry.username", "needs mqtt_password in the secrets file (or a client_cert)")
         self.device = c.device or socket.gethostname()
         if not all(ch.isalnum() or ch in "-_." for ch in self.device):
@@ -447,12 +449,32 @@ class TelemetryPlugin:
         if command == "reload_provisioning":
             return self._request_provisioning()
         if command == "doctor":
-            from firmware_app import doctor  # a second or two of looking at the machine: in an executor
-
-            report = await asyncio.get_running_loop().run_in_executor(None, doctor.run, str(self.config_path))
-            return {"ok": report["ok"], "problems": report["problems"]}
+            return await self._doctor()
         raise CommandError(f"unknown command {command!r}")
 
+
+    async def _doctor(self) -> dict[str, Any]:
+        """``firmware-app doctor --json`` in a process of its own, as an operator would run it on the device.
+
+        Not in the phone's process: doctor starts a PJSUA2 library of its own to list the sound devices, and
+        one process holds one (a second would take the running phone down).
+        """
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "firmware_app.cli", "-c", str(self.config_path), "doctor", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), DOCTOR_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            raise CommandError(f"doctor gave no report within {DOCTOR_TIMEOUT_S:g} s") from None
+        try:
+            report = json.loads(out)
+        except ValueError:
+            reason = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
+            raise CommandError(f"doctor failed: {reason[0]}") from None
+        return {"ok": report["ok"], "problems": report["problems"]}
 
     def _request_provisioning(self) -> dict[str, Any]:
         """Ask for the provisioning server's files now, as the hourly timer would (the phone itself is not root).

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -227,3 +229,19 @@ def test_the_heartbeat_keeps_the_retained_online_time_fresh(phone_factory, mosqu
 
     wait(lambda: len(beats()) >= 3, 15, "three online messages")
     assert beats() == sorted(beats()) and len(set(beats())) == len(beats())
+
+
+def test_a_remote_doctor_answers_with_what_doctor_finds_on_the_phone(phone_factory, mosquitto):
+    fleet = operator(mosquitto)
+    phone = start_phone(phone_factory, mosquitto, 'commands = ["doctor"]\n')
+    fleet.wait(lambda m: m["topic"] == f"{PREFIX}/online", timeout=10)
+
+    mosquitto.publish("operator", "pw-op", f"{PREFIX}/cmd", json.dumps({"id": "d1", "command": "doctor"}))
+
+    answer = payload(fleet.wait(lambda m: m["topic"] == f"{PREFIX}/result/d1", timeout=30))
+    assert answer["ok"] is True, answer
+    local = json.loads(subprocess.run([sys.executable, "-m", "firmware_app.cli", "-c", str(phone.config), "doctor", "--json"],
+                                      capture_output=True, text=True, env=phone.env, timeout=60).stdout)  # run on the spot
+    assert answer["result"]["ok"] is local["ok"]
+    assert isinstance(answer["result"]["problems"], list)
+    assert sorted(answer["result"]["problems"]) == sorted(local["problems"])
