@@ -52,7 +52,7 @@ version=$(in_root /opt/firmware-app/bin/python3 -c 'import pjsua2; print(pjsua2.
 log "PJSUA2 $version"
 
 # 2. Units, system user and groups, udev rules (gpio group, USB headsets' telephony nodes, Wi-Fi), provisioning.
-install -m 0644 "$FW_REPO"/systemd/*.service "$FW_REPO"/systemd/*.timer "$root/usr/lib/systemd/system/"
+install -m 0644 "$FW_REPO"/systemd/*.service "$FW_REPO"/systemd/*.timer "$FW_REPO"/systemd/*.path "$root/usr/lib/systemd/system/"
 install -D -m 0644 "$FW_REPO/systemd/sysusers.d/firmware-app.conf" "$root/usr/lib/sysusers.d/firmware-app.conf"
 install -D -m 0644 -t "$root/usr/lib/udev/rules.d" "$FW_REPO"/systemd/udev/*.rules
 install -D -m 0644 -t "$root/usr/lib/systemd/system/wpa_supplicant@.service.d" \
@@ -64,6 +64,7 @@ install -D -m 0755 "$here/growroot" "$root/usr/lib/firmware-app/growroot"
 in_root /opt/firmware-app/bin/python3 -m compileall -q /usr/lib/firmware-app >/dev/null
 in_root systemd-sysusers
 in_root systemctl enable firmware-app.service bluealsa.service firmware-provision.service firmware-provision-network.timer \
+    firmware-provision-request.path \
     firmware-ssh-hostkeys.service firmware-growroot.service systemd-networkd.service systemd-resolved.service \
     systemd-timesyncd.service
 
