@@ -39,7 +39,7 @@ cp "$pjsua2"/_pjsua2*.so "$pjsua2/pjsua2.py" "$site/"
 /opt/firmware-app/bin/python3 -m compileall -q "$site" >/dev/null
 /opt/firmware-app/bin/python3 -c 'import pjsua2; print("PJSUA2", pjsua2.Endpoint().libVersion().full)'
 
-install -m 0644 "$src"/systemd/*.service "$src"/systemd/*.timer /usr/lib/systemd/system/
+install -m 0644 "$src"/systemd/*.service "$src"/systemd/*.timer "$src"/systemd/*.path /usr/lib/systemd/system/
 install -D -m 0644 "$src/systemd/sysusers.d/firmware-app.conf" /usr/lib/sysusers.d/firmware-app.conf
 install -D -m 0644 -t /usr/lib/udev/rules.d "$src"/systemd/udev/60-firmware-app-gpio.rules "$src"/systemd/udev/60-firmware-app-hid-telephony.rules
 install -D -m 0644 "$src/image/provision/firmware_provision.py" /usr/lib/firmware-app/firmware_provision.py
@@ -49,5 +49,6 @@ install -D -m 0644 -t /etc/alsa/conf.d "$src/plugins/softphone_hfp/60-firmware-a
 systemd-sysusers
 # Raspberry Pi OS grows its root file system itself: firmware-growroot is for the Debian image only.
 systemctl daemon-reload
-systemctl enable firmware-app.service bluealsa.service firmware-provision.service firmware-provision-network.timer
+systemctl enable firmware-app.service bluealsa.service firmware-provision.service firmware-provision-network.timer \
+    firmware-provision-request.path
 log "installed; put firmware-app.toml and firmware-app-secrets.toml on the boot partition and reboot"
