@@ -283,7 +283,8 @@ class Updater:
             self._set("installing", f"version {bundle.version} from {source}", version=bundle.version)
             self._rauc_install(bundle.path)
         except FirmwareAppError as e:
-            self._set("refused" if isinstance(e, UpdateRefused) else "failed", str(e), keep_history=True)
+            state = "refused" if isinstance(e, UpdateRefused) else "deferred" if isinstance(e, UpdateDeferred) else "failed"
+            self._set(state, str(e), keep_history=True)
             raise
         finally:
             if remove_after:
@@ -291,7 +292,10 @@ class Updater:
         self._set("installed", f"version {bundle.version} is in the other slot", version=bundle.version)
         if not self.reboot:
             return f"version {bundle.version} installed: it runs after the next reboot"
-        self.wait_for_idle(self.reboot_wait_s, "the phone restarts into the new version")
+        if not self.wait_for_idle(self.reboot_wait_s, "the phone restarts into the new version"):
+            self._set("installed", f"version {bundle.version} is in the other slot; the phone stayed in a call for "
+                      f"{self.reboot_wait_s:g} s: it starts at the next reboot", version=bundle.version)
+            raise UpdateDeferred(f"version {bundle.version} installed, not started: the phone stayed in a call")
         self._set("rebooting", f"into version {bundle.version}", version=bundle.version)
         self._command([*self.device.reboot], "rebooting", check=False)
         return f"version {bundle.version} installed: rebooting"

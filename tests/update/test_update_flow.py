@@ -326,7 +326,7 @@ def test_an_update_waits_for_the_call_to_end_then_installs(
 
 
 def test_a_call_past_the_deadline_leaves_everything_as_it_was(
-    device: Device, bundles: Bundles, in_a_call: tuple[PhoneProcess, PhoneProcess]
+    device: Device, bundles: Bundles, in_a_call: tuple[PhoneProcess, PhoneProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     phone, _ = in_a_call
     device.device.socket = str(phone.socket)
@@ -338,8 +338,24 @@ def test_a_call_past_the_deadline_leaves_everything_as_it_was(
         updater.install(str(bundles.good))
 
     assert device.installed() == [] and device.rebooted() == 0
-    assert device.status()["state"] == "failed"
+    assert device.status()["state"] == "deferred"
     phone.wait_state("in_call", timeout=1)
+
+    # Installed, but the call never ends: no reboot, ever, during it; the new slot starts at the next one.
+    updater.idle_deadline_s, updater.reboot_wait_s = 1e9, 10
+    looks: list[str | None] = []
+
+    def idle_then_the_call(socket: str) -> str | None:  # the look before installing finds no call, later ones do
+        looks.append(None if not looks else real_state(socket))
+        return "idle" if len(looks) == 1 else looks[-1]
+
+    real_state = update.phone_state
+    monkeypatch.setattr(update, "phone_state", idle_then_the_call)
+    with pytest.raises(update.UpdateDeferred, match="installed, not started: the phone stayed in a call"):
+        updater.install(str(bundles.good))
+    assert looks[1:] and set(looks[1:]) == {"in_call"}
+    assert device.installed() == [str(bundles.good)] and device.rebooted() == 0
+    assert device.status()["state"] == "installed" and "starts at the next reboot" in device.status()["message"]
 
 
 # --- health: what marks a new slot good -----------------------------------------------------------------
