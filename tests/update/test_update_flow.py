@@ -11,15 +11,13 @@ back, and a version that fell back is not installed again from the provisioning 
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
-import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +26,7 @@ import pytest
 
 from firmware_app import update
 from firmware_app.errors import FirmwareAppError
+from tests.device.conftest import Pki, ProvisioningServer
 from tests.phone_process import PhoneProcess, wait
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,58 +186,29 @@ def test_a_plain_http_url_is_refused_before_anything_is_fetched(device: Device) 
 
 
 @pytest.fixture
-def https(bundles: Bundles, tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """An HTTPS server on 127.0.0.1 serving the bundles, under a CA of its own (given with --ca-file)."""
-    d = tmp_path / "tls"
-    d.mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], cwd=d, check=True, capture_output=True)
-    files = {f"/{p.name}": p for p in (bundles.good, bundles.other_key)}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            path = files.get(self.path)
-            if path is None:
-                self.send_error(404)
-                return
-            body = path.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(d / "cert.pem", d / "key.pem")
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    (tmp_path / "server-ca.pem").write_bytes((d / "cert.pem").read_bytes())
-    try:
-        yield lambda name: f"https://127.0.0.1:{httpd.server_address[1]}/{name}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def https(bundles: Bundles, https_server: ProvisioningServer) -> Callable[[str], str]:
+    """The provisioning tests' HTTPS server on 127.0.0.1 (its CA: ``pki.ca``), serving the bundles."""
+    https_server.files.update({f"/{p.name}": p.read_bytes() for p in (bundles.good, bundles.other_key)})
+    https_server.files["/moved.raucb"] = (302, "http://127.0.0.1:9/good.raucb")
+    return lambda name: https_server.url(f"/{name}")
 
 
 def test_a_bundle_is_downloaded_over_verified_https_installed_and_its_download_removed(
-    device: Device, https: Callable[[str], str], tmp_path: Path
+    device: Device, https: Callable[[str], str], pki: Pki
 ) -> None:
     with pytest.raises(FirmwareAppError, match="CERTIFICATE_VERIFY_FAILED"):
         device.updater().install(https("good.raucb"))  # the system's CAs do not know this server
+    with pytest.raises(update.UpdateRefused, match="redirected to a non-HTTPS URL"):
+        device.updater().install(https("moved.raucb"), ca_file=pki.ca)
     assert device.installed() == []
 
-    device.updater().install(https("good.raucb"), ca_file=tmp_path / "server-ca.pem")
+    device.updater().install(https("good.raucb"), ca_file=pki.ca)
 
     download = device.device.state_dir / "download.raucb"
     assert device.installed() == [str(download)]
     assert not download.exists(), "the downloaded bundle is removed once installed: the data partition is small"
     with pytest.raises(FirmwareAppError, match="the server answered 404"):
-        device.updater().install(https("missing.raucb"), ca_file=tmp_path / "server-ca.pem")
+        device.updater().install(https("missing.raucb"), ca_file=pki.ca)
 
 
 def _want(device: Device, version: str, url: str, ca: Path) -> None:
@@ -247,9 +217,9 @@ def _want(device: Device, version: str, url: str, ca: Path) -> None:
 
 
 def test_the_wanted_version_comes_up_or_falls_back_and_is_then_not_retried(
-    device: Device, https: Callable[[str], str], tmp_path: Path
+    device: Device, https: Callable[[str], str], pki: Pki
 ) -> None:
-    _want(device, NEW, https("good.raucb"), tmp_path / "server-ca.pem")
+    _want(device, NEW, https("good.raucb"), pki.ca)
     device.updater().install_wanted()
     assert len(device.installed()) == 1 and device.rebooted() == 1
 
@@ -272,9 +242,9 @@ def test_the_wanted_version_comes_up_or_falls_back_and_is_then_not_retried(
 
 
 def test_a_wanted_version_whose_bundle_says_another_version_is_refused(
-    device: Device, https: Callable[[str], str], tmp_path: Path
+    device: Device, https: Callable[[str], str], pki: Pki
 ) -> None:
-    _want(device, "1.2.0", https("good.raucb"), tmp_path / "server-ca.pem")
+    _want(device, "1.2.0", https("good.raucb"), pki.ca)
 
     with pytest.raises(update.UpdateRefused, match=re.escape(f"the bundle is version {NEW}, provisioning wants 1.2.0")):
         device.updater().install_wanted()
