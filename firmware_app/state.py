@@ -40,7 +40,10 @@ def save_state(path: Path, state: dict[str, Any], what: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(state) + "\n")
+        with tmp.open("w") as f:
+            f.write(json.dumps(state) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # on the card before the rename: a reboot may follow at once (an update)
         os.replace(tmp, path)
     except OSError as e:
         log.warning("%s state %s cannot be written: %s", what, path, e)

@@ -32,13 +32,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app import control
+from firmware_app import control, https
+from firmware_app.state import load_state, save_state
 from firmware_app.errors import FirmwareAppError, NoAnswerError
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class Updater:
     def install_wanted(self) -> str:
         """Install the provisioning server's wanted version (wanted.json), unless it runs or fell back before."""
         status = self.reconcile()
-        wanted = _load_json(self.device.wanted_file)
+        wanted = load_state(self.device.wanted_file, "update")
         version, url = wanted.get("version"), wanted.get("url")
         if not version or not url:
             return self._set("nothing", f"no wanted version in {self.device.wanted_file}")
@@ -243,7 +243,7 @@ class Updater:
 
     def reconcile(self) -> dict[str, Any]:
         """After a reboot into a new slot: say whether it came up (``updated``) or fell back (``fell-back``)."""
-        status = _load_json(self.device.status_file)
+        status = load_state(self.device.status_file, "update")
         if status.get("state") != "rebooting":
             return status
         version, running = status.get("version", ""), self.device.running_version()
@@ -255,7 +255,7 @@ class Updater:
                 "fell-back", f"version {version} did not come up: back on {running or 'the previous slot'}",
                 version=version, fell_back=fell_back[-10:], keep=status,
             )
-        return _load_json(self.device.status_file)
+        return load_state(self.device.status_file, "update")
 
     def _install(
         self, path: Path, source: str, *, expect_version: str = "", force: bool = False,
@@ -272,7 +272,7 @@ class Updater:
             if bundle.version == running and not force:
                 return self._set("current", f"version {running} already runs (--force installs it again)",
                                  version=running)
-            status = _load_json(self.device.status_file)
+            status = load_state(self.device.status_file, "update")
             if skip_failed and bundle.version in status.get("fell_back", []):
                 return self._set("not-retried", f"version {bundle.version} did not come up before; staying on {running}",
                                  version=bundle.version, keep=status)
@@ -324,7 +324,7 @@ class Updater:
         keep: dict[str, Any] | None = None, keep_history: bool = False,
     ) -> str:
         """Keep ``state`` in status.json (with the history of versions that fell back) and say it."""
-        previous = keep if keep is not None else _load_json(self.device.status_file)
+        previous = keep if keep is not None else load_state(self.device.status_file, "update")
         record: dict[str, Any] = {
             "state": state,
             "message": message,
@@ -339,7 +339,7 @@ class Updater:
         if history:
             record["fell_back"] = history
         _ensure_dir(self.device.state_dir)
-        _write_json(self.device.status_file, record)
+        save_state(self.device.status_file, record, "update")
         self._say(f"{state}: {message}")
         tell_phone(self.device.socket, state if state in SHOWN else "", message)
         return message
@@ -400,24 +400,13 @@ def health(
 # --- fetching and small helpers ------------------------------------------------------------------------
 
 
-class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if urllib.parse.urlsplit(newurl).scheme != "https":
-            raise UpdateRefused(f"{req.full_url}: redirected to a non-HTTPS URL ({newurl}): refused")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 def download(url: str, target: Path, ca_file: Path | None, timeout: float = FETCH_TIMEOUT_S,
              limit: int = MAX_BUNDLE_BYTES) -> int:
     """GET ``url`` over verified HTTPS into ``target`` (whole or not at all); the number of bytes."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context), _HttpsOnlyRedirects()
-    )
     partial = target.with_name(target.name + ".part")
     size = 0
     try:
-        with opener.open(url, timeout=timeout) as response, partial.open("wb") as out:
+        with https.opener(ca_file).open(url, timeout=timeout) as response, partial.open("wb") as out:
             while chunk := response.read(1 << 20):
                 size += len(chunk)
                 if size > limit:
@@ -425,6 +414,8 @@ def download(url: str, target: Path, ca_file: Path | None, timeout: float = FETC
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
+    except https.InsecureRedirect as e:
+        raise UpdateRefused(str(e)) from None
     except urllib.error.HTTPError as e:
         raise FirmwareAppError(f"{url}: the server answered {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
@@ -451,25 +442,3 @@ def rauc_reason(output: str) -> str:
 
 def _ensure_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o750)
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -51,6 +51,8 @@ from typing import Any
 
 import tomli_w
 
+from firmware_app import https  # the phone's venv runs this script
+
 SETTINGS_NAME = "firmware-app.toml"
 SECRETS_NAME = "firmware-app-secrets.toml"
 #: Tables of the settings file that the provisioner consumes; everything else is the phone's configuration.
@@ -502,25 +504,16 @@ class _Checked(ProvisionError):
 # --- fetching ---------------------------------------------------------------------------------------------
 
 
-class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if urllib.parse.urlsplit(newurl).scheme != "https":
-            raise ProvisionError(req.full_url, "", f"redirected to a non-HTTPS URL ({newurl}): refused")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 def fetch(url: str, ca_file: Path | None, mac: str, timeout: float = FETCH_TIMEOUT_S) -> bytes | None:
     """GET ``url`` over HTTPS with certificate and host name verification; None when it does not exist."""
     if urllib.parse.urlsplit(url).scheme != "https":
         raise ProvisionError(url, "", "only https:// URLs are fetched")
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context), _HttpsOnlyRedirects()
-    )
     request = urllib.request.Request(url, headers={"User-Agent": f"firmware-provision ({mac})"})
     try:
-        with opener.open(request, timeout=timeout) as response:
+        with https.opener(ca_file).open(request, timeout=timeout) as response:
             body = response.read(MAX_FETCH_BYTES + 1)
+    except https.InsecureRedirect as e:
+        raise ProvisionError(url, "", f"redirected to a non-HTTPS URL ({e.target}): refused") from None
     except urllib.error.HTTPError as e:
         if e.code in (404, 410):
             return None
