@@ -64,6 +64,10 @@ path=/etc/rauc/keyring.pem
 # the signer's certificate must carry extendedKeyUsage=codeSigning
 check-purpose=codesign
 
+[handlers]
+# the device's identity (machine id, SSH host keys) into the root slot just written (image/rootfs/)
+post-install=/usr/lib/firmware-app/rauc-post-install
+
 # The root slots, by PARTUUID (MBR disk identifier 0x5e1f0001), so vda under QEMU and mmcblk0 on the Pi
 # both work. resize=true: after writing the bundle's image, resize2fs grows it to the whole partition.
 

@@ -71,6 +71,7 @@ done
 mkdir -p "$root/data"
 install -D -m 0755 "$here/firmware-data.sh" "$root/usr/lib/firmware-app/firmware-data"
 install -D -m 0755 "$here/firmware-slot.sh" "$root/usr/lib/firmware-app/firmware-slot"
+install -D -m 0755 "$here/rauc-post-install.sh" "$root/usr/lib/firmware-app/rauc-post-install"
 
 # 5. A slot is good when the phone works (firmware-app-health.service before boot-complete.target, then
 #    rauc-mark-good.service). A hung system is reset by the hardware watchdog (bcm2835_wdt on the Pi,

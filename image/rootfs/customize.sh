@@ -80,6 +80,8 @@ DHCP=yes
 
 [DHCPv4]
 SendHostname=yes
+# The MAC address, not a DUID from the machine id: a DHCP reservation holds across re-imaging too.
+ClientIdentifier=mac
 NET
 done
 

@@ -200,6 +200,7 @@ def test_update_to_the_other_slot_falls_back_from_a_broken_one_and_refuses_a_for
         say(f"slot A registered and marked good after {guest.elapsed():.0f} s")
         ssh.wait(guest)
         version_a = ssh.run("cat /usr/lib/firmware-app/image-version").stdout.strip()
+        identity = ssh.run("cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub").stdout
         status = ssh.rauc_status()
         assert status["booted"] == "A", status
         assert _slot(status, "A")["boot_status"] == "good"
@@ -243,6 +244,8 @@ def test_update_to_the_other_slot_falls_back_from_a_broken_one_and_refuses_a_for
         assert _slot(status, "B")["boot_status"] == "good", status
         # The settings, secrets and SSH key came along on the data partition: provisioning had nothing to do.
         assert ssh.run("test -s /etc/firmware-app/secrets.toml").returncode == 0
+        # The device is the same device: machine id and SSH host key carried into B (rauc-post-install).
+        assert ssh.run("cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub").stdout == identity
         ssh.run(f"rm -f {target}")
 
         say("slot B checked: version, rauc status, settings on the data partition")

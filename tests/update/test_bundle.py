@@ -156,7 +156,9 @@ def test_system_conf_holds_the_contracts_values(tmp_path: Path, keys: Keys) -> N
                                            "bootname": "A", "resize": "true"}
     assert dict(conf["slot.rootfs.1"]) == {"device": "/dev/disk/by-partuuid/5e1f0001-03", "type": "ext4",
                                            "bootname": "B", "resize": "true"}
-    assert conf.sections() == ["system", "keyring", "slot.rootfs.0", "slot.rootfs.1"]
+    # The device's identity goes into the slot just written (image/rootfs/rauc-post-install.sh).
+    assert dict(conf["handlers"]) == {"post-install": "/usr/lib/firmware-app/rauc-post-install"}
+    assert conf.sections() == ["system", "keyring", "handlers", "slot.rootfs.0", "slot.rootfs.1"]
     assert (tmp_path / "etc/rauc/keyring.pem").read_bytes() == keys.ca.read_bytes()
     assert (tmp_path / "etc/fw_env.config").read_text() == "/boot/firmware/firmware-boot.env 0x0000 0x4000\n"
     for name in ("etc/rauc/system.conf", "etc/rauc/keyring.pem", "etc/fw_env.config"):
