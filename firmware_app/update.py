@@ -164,8 +164,12 @@ class Updater:
         return self._install(path, url, expect_version=version, remove_after=True)
 
     def install_from_usb(self, device_node: str) -> str:
-        """Install the newest ``*.raucb`` at the top of a USB stick's file system, once per version."""
-        self.reconcile()
+        """Install the newest ``*.raucb`` at the top of a USB stick's file system, once per version.
+
+        A stick left in (every boot finds it again) costs a look at its bundle: it is copied to the data
+        partition only when its version is to be installed.
+        """
+        status = self.reconcile()
         mountpoint = Path(tempfile.mkdtemp(prefix="usb-", dir=self._runtime_dir()))
         copy = self.device.state_dir / "usb.raucb"
         try:
@@ -175,6 +179,12 @@ class Updater:
                 if not bundles:
                     return self._set("nothing", f"{device_node}: no *.raucb at the top of the stick")
                 chosen = bundles[-1]
+                version = self.check(chosen).version
+                if version == self.device.running_version():
+                    return self._set("current", f"version {version} (on {device_node}) already runs", version=version)
+                if version in status.get("fell_back", []):
+                    return self._set("not-retried", f"version {version} (on {device_node}) did not come up before; "
+                                     f"staying on {self.device.running_version()}", version=version, keep=status)
                 self._set("copying", f"{chosen.name} from {device_node}")
                 _ensure_dir(self.device.state_dir)
                 shutil.copyfile(chosen, copy)  # the stick may be pulled out during the install
@@ -183,7 +193,7 @@ class Updater:
         finally:
             with contextlib.suppress(OSError):
                 mountpoint.rmdir()  # only when it is empty again: never remove a stick's files
-        return self._install(copy, f"{device_node}:{chosen.name}", remove_after=True, skip_failed=True)
+        return self._install(copy, f"{device_node}:{chosen.name}", remove_after=True)
 
     # -- the steps --------------------------------------------------------------------------------------
 
@@ -259,7 +269,7 @@ class Updater:
 
     def _install(
         self, path: Path, source: str, *, expect_version: str = "", force: bool = False,
-        remove_after: bool = False, skip_failed: bool = False,
+        remove_after: bool = False,
     ) -> str:
         try:
             self._set("checking", source)
@@ -272,10 +282,6 @@ class Updater:
             if bundle.version == running and not force:
                 return self._set("current", f"version {running} already runs (--force installs it again)",
                                  version=running)
-            status = load_state(self.device.status_file, "update")
-            if skip_failed and bundle.version in status.get("fell_back", []):
-                return self._set("not-retried", f"version {bundle.version} did not come up before; staying on {running}",
-                                 version=bundle.version, keep=status)
             if not self.wait_for_idle(self.idle_deadline_s, f"version {bundle.version} installs"):
                 raise UpdateDeferred(
                     f"the phone was in a call for {self.idle_deadline_s:g} s: version {bundle.version} not installed"
