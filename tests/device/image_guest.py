@@ -144,6 +144,7 @@ class Guest:
         argv = ["nice", "-n", "19", "qemu-system-aarch64", "-M", "virt,acpi=off", "-cpu", "cortex-a72", "-smp", "2",
                 "-m", "1024", "-bios", str(UBOOT), "-drive", f"file={disk},format=raw,if=virtio",
                 "-device", "i6300esb", "-netdev", net, "-device", "virtio-net-pci,netdev=net",
+                "-device", "qemu-xhci,id=xhci",  # a USB host controller, for a stick plugged in later
                 "-display", "none", "-serial", f"file:{self.console}",
                 "-monitor", f"unix:{self.monitor},server,nowait"]
         if not reboot:
@@ -183,6 +184,22 @@ class Guest:
             time.sleep(1)
         return contacts
 
+    def monitor_command(self, command: str) -> str:
+        """One QEMU monitor command; what the monitor answered."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.monitor))
+            _read_until(s, b"(qemu) ")  # the greeting: the monitor reads commands only after it
+            s.sendall(command.encode() + b"\n")
+            return _read_until(s, b"(qemu) ")
+
+    def plug_usb_stick(self, image: Path) -> None:
+        """A USB stick holding ``image`` (a file system image) plugged into the running machine."""
+        for command in (f"drive_add 0 if=none,id=stick,format=raw,file={image}",
+                        "device_add usb-storage,bus=xhci.0,drive=stick,id=stick-device"):
+            answer = self.monitor_command(command)
+            assert "rror" not in answer and "could not" not in answer.lower(), f"{command}: {answer}"
+
     def power_off(self) -> None:
         """ACPI-less power button (the virt machine's GPIO key): systemd stops the phone, which un-REGISTERs."""
         if self.qemu.poll() is None:
@@ -213,10 +230,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _read_until(sock: socket.socket, marker: bytes) -> None:
+def _read_until(sock: socket.socket, marker: bytes) -> str:
     data = b""
     while marker not in data:
         chunk = sock.recv(4096)
         if not chunk:
-            return
+            break
         data += chunk
+    return data.decode(errors="replace")

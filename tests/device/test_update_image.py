@@ -7,14 +7,16 @@ beside it, PATH with .raucb, signed under FIRMWARE_APP_RAUC_KEYS=DIR's ca.cert.p
 development keys in /var/cache/firmware-app/rauc-dev-keys). From the bundle's own root file system it makes
 two more bundles, only a file changed in each (debugfs, no second image build): a newer version, and a newer
 version whose phone cannot start (its firmware-app command fails on purpose); and a bundle signed by a CA the
-image does not trust. One card boots through U-Boot and registers on slot A; bundles reach it over SSH (one
-port forwarded to 127.0.0.1, root's key from [device] ssh_authorized_keys) and are installed with
-``firmware-app update FILE``, as a technician would:
+image does not trust. One card boots through U-Boot and registers on slot A; bundles reach it as a
+technician's would: over SSH (one port forwarded to 127.0.0.1, root's key from [device] ssh_authorized_keys)
+for ``firmware-app update FILE``, or on a USB stick plugged into the running machine (QEMU's xhci):
 
-1. the foreign bundle is refused with the signature's reason, nothing changes;
-2. the newer bundle goes into slot B, the device restarts into B, the phone registers there, and RAUC marks
-   B good (rauc status, the counters in firmware-boot.env);
-3. the broken bundle goes into slot A, the device restarts into A, where the health check fails and reboots
+1. the foreign bundle (SSH) is refused with the signature's reason, nothing changes;
+2. the newer bundle (USB stick: udev, firmware-update-usb@sda.service in its sandbox) goes into slot B, the
+   device restarts into B, the phone registers there, RAUC marks B good (rauc status, the counters in
+   firmware-boot.env), the device keeps its machine id and SSH host key, and the stick left in does nothing
+   more;
+3. the broken bundle (SSH) goes into slot A, the device restarts into A, where the health check fails and reboots
    it until A's tries are used up, and U-Boot falls back to B, where the phone registers again.
 
 Printed: image and bundle sizes, the time from "update" to registered on the new slot, the fallback time.
@@ -181,6 +183,16 @@ def _slot(status: dict, bootname: str) -> dict:
     raise AssertionError(f"no slot {bootname} in {status}")
 
 
+def _usb_stick(bundle: Path, tmp_path: Path) -> Path:
+    """A FAT32 stick image (no partition table, as many sticks are formatted) with the bundle at its top."""
+    stick = tmp_path / "usb-stick.img"
+    size_kib = bundle.stat().st_size // 1024 + (64 << 10)
+    subprocess.run(["mkfs.vfat", "-F", "32", "-n", "UPDATE", "-C", str(stick), str(size_kib)], check=True,
+                   capture_output=True)
+    subprocess.run(["mcopy", "-i", str(stick), str(bundle), "::/firmware-app-update.raucb"], check=True)
+    return stick
+
+
 def test_update_to_the_other_slot_falls_back_from_a_broken_one_and_refuses_a_foreign_bundle(
         image: Path, bundles: dict[str, Path], kamailio: Kamailio, tmp_path: Path) -> None:
     require("qemu-system-aarch64", "mcopy", "ssh", "ssh-keygen", "fw_printenv")
@@ -214,15 +226,18 @@ def test_update_to_the_other_slot_falls_back_from_a_broken_one_and_refuses_a_for
         assert ssh.rauc_status()["booted"] == "A"
         ssh.run(f"rm -f {target}")
 
-        # 2. The newer bundle: into B, restart into B, registered there, B marked good.
-        target = ssh.upload(bundles["newer"])
+        # 2. The newer bundle on a USB stick, plugged in as a technician would: udev starts
+        #    firmware-update-usb@sda.service (its sandbox, its mount), which installs it into B; the device
+        #    restarts into B, the phone registers there, B is marked good.
+        stick = _usb_stick(bundles["newer"], tmp_path)
         mark = guest.mark()
         t_update = time.monotonic()
-        done = ssh.run(f"/opt/firmware-app/bin/firmware-app update {target}", timeout=1200)
+        guest.plug_usb_stick(stick)
+        guest.wait_for(r"firmware-update: rebooting: into version", "the USB stick's update to restart the device",
+                       after=mark, timeout=1200)
         t_installed = time.monotonic() - t_update
-        say(f"newer bundle: firmware-app update exit {done.returncode} after {t_installed:.0f} s: "
-            f"{(done.stdout + done.stderr).strip()[-300:]}")
-        assert done.returncode in (0, 255), done.stdout + done.stderr  # 255: the reboot closed the connection
+        say(f"newer bundle from the USB stick: checked, copied, installed and reboot issued {t_installed:.0f} s "
+            "after it was plugged in")
         guest.wait_for(r"Kernel command line: .*root=PARTUUID=5e1f0001-03 .*rauc\.slot=B", "slot B's kernel",
                        after=mark)
         t_booted = time.monotonic() - t_update
@@ -246,9 +261,11 @@ def test_update_to_the_other_slot_falls_back_from_a_broken_one_and_refuses_a_for
         assert ssh.run("test -s /etc/firmware-app/secrets.toml").returncode == 0
         # The device is the same device: machine id and SSH host key carried into B (rauc-post-install).
         assert ssh.run("cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub").stdout == identity
-        ssh.run(f"rm -f {target}")
+        # The stick is still in: on B its version runs, so it is only looked at (nothing copied or installed).
+        guest.wait_for(r"firmware-update: current: version \S+ \(on /dev/sda\) already runs", "the stick left alone on B",
+                       after=on_b)
 
-        say("slot B checked: version, rauc status, settings on the data partition")
+        say("slot B checked: version, rauc status, identity, settings on the data partition, the stick left alone")
 
         # 3. The broken bundle: into A; A's phone never works, so A's tries run out and U-Boot boots B again.
         target = ssh.upload(bundles["broken"])
