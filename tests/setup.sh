@@ -20,7 +20,10 @@ packages=(
     bluez-alsa-utils libasound2-plugin-bluez
 )
 if [[ ${1:-} == --image ]]; then
-    packages+=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs qemu-system-arm ipxe-qemu)  # ipxe-qemu: virtio-net's efi-virtio.rom
+    # the image build and its boot under QEMU (ipxe-qemu: virtio-net's efi-virtio.rom); the A/B side: U-Boot
+    # for QEMU, mkimage and mkenvimage, fw_printenv, and ssh for the update test
+    packages+=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk e2fsprogs qemu-system-arm ipxe-qemu
+               u-boot-qemu u-boot-tools libubootenv-tool openssh-client)
 fi
 missing=()
 for p in "${packages[@]}"; do
