@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fnmatch
 import importlib
 import json
@@ -35,6 +36,7 @@ import os
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -341,23 +343,19 @@ class Session:
         await self.subscribe([(f"{self.s.prefix}/{device}/{sub}", 1) for sub in subtopics])
         deadline = loop.time() + self.s.timeout
         self.last_retained = loop.time()
-        while self.lost is None and (left := min(deadline, self.last_retained + QUIET_S) - loop.time()) > 0:
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), left)
-            except TimeoutError:
-                pass
-        self._check()
+        await self._wait(lambda: min(deadline, self.last_retained + QUIET_S) - loop.time())
 
     async def wait_results(self, ids: set[str]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.s.timeout
-        while self.lost is None and not ids <= self.results.keys() and (left := deadline - loop.time()) > 0:
+        await self._wait(lambda: 0.0 if ids <= self.results.keys() else deadline - loop.time())
+
+    async def _wait(self, left: Callable[[], float]) -> None:
+        """Wake at each message until ``left()`` (seconds still to wait) is not positive or the connection is lost."""
+        while self.lost is None and (seconds := left()) > 0:
             self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), left)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), seconds)
         self._check()
 
 

@@ -135,6 +135,14 @@ class Updater:
         self._clock = clock
         self._sleep = sleep
         self._say = say or (lambda line: print(f"firmware-update: {line}", flush=True))
+        self._status: dict[str, Any] | None = None  # status.json as last read or written
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """What the last update did (status.json), read once."""
+        if self._status is None:
+            self._status = load_state(self.device.status_file, "update")
+        return self._status
 
     # -- the ways an update comes ------------------------------------------------------------------------
 
@@ -146,19 +154,13 @@ class Updater:
 
     def install_wanted(self) -> str:
         """Install the provisioning server's wanted version (wanted.json), unless it runs or fell back before."""
-        status = self.reconcile()
+        self.reconcile()
         wanted = load_state(self.device.wanted_file, "update")
         version, url = wanted.get("version"), wanted.get("url")
         if not version or not url:
             return self._set("nothing", f"no wanted version in {self.device.wanted_file}")
-        running = self.device.running_version()
-        if version == running:
-            return self._set("current", f"version {version} runs", version=version)
-        if version in status.get("fell_back", []):
-            return self._set(
-                "not-retried", f"version {version} did not come up before; staying on {running}",
-                version=version, keep=status,
-            )
+        if (settled := self._settled(version)) is not None:
+            return settled
         ca = Path(wanted["ca_file"]) if wanted.get("ca_file") else None
         path = self.fetch(url, ca)
         return self._install(path, url, expect_version=version, remove_after=True)
@@ -169,7 +171,7 @@ class Updater:
         A stick left in (every boot finds it again) costs a look at its bundle: it is copied to the data
         partition only when its version is to be installed.
         """
-        status = self.reconcile()
+        self.reconcile()
         mountpoint = Path(tempfile.mkdtemp(prefix="usb-", dir=self._runtime_dir()))
         copy = self.device.state_dir / "usb.raucb"
         try:
@@ -179,14 +181,9 @@ class Updater:
                 if not bundles:
                     return self._set("nothing", f"{device_node}: no *.raucb at the top of the stick")
                 chosen = bundles[-1]
-                version = self.check(chosen).version
-                if version == self.device.running_version():
-                    return self._set("current", f"version {version} (on {device_node}) already runs", version=version)
-                if version in status.get("fell_back", []):
-                    return self._set("not-retried", f"version {version} (on {device_node}) did not come up before; "
-                                     f"staying on {self.device.running_version()}", version=version, keep=status)
+                if (settled := self._settled(self.check(chosen).version, f" (on {device_node})")) is not None:
+                    return settled
                 self._set("copying", f"{chosen.name} from {device_node}")
-                _ensure_dir(self.device.state_dir)
                 shutil.copyfile(chosen, copy)  # the stick may be pulled out during the install
             finally:
                 self._command([*self.device.umount, str(mountpoint)], f"unmounting {device_node}", check=False)
@@ -207,9 +204,8 @@ class Updater:
             return path
         if scheme != "https":
             raise UpdateRefused(f"{source}: only https:// URLs are fetched (the bundle is signed, the way to it is verified too)")
-        _ensure_dir(self.device.state_dir)
+        self._set("downloading", source)  # which makes the state folder
         target = self.device.state_dir / "download.raucb"
-        self._set("downloading", source)
         size = download(source, target, ca_file)
         self._say(f"downloaded {size} bytes")
         return target
@@ -253,19 +249,29 @@ class Updater:
 
     def reconcile(self) -> dict[str, Any]:
         """After a reboot into a new slot: say whether it came up (``updated``) or fell back (``fell-back``)."""
-        status = load_state(self.device.status_file, "update")
+        status = self.status
         if status.get("state") != "rebooting":
             return status
         version, running = status.get("version", ""), self.device.running_version()
         if version and version == running:
-            self._set("updated", f"version {version} runs", version=version, keep=status)
+            self._set("updated", f"version {version} runs", version=version)
         else:
             fell_back = [*status.get("fell_back", []), version]
             self._set(
                 "fell-back", f"version {version} did not come up: back on {running or 'the previous slot'}",
-                version=version, fell_back=fell_back[-10:], keep=status,
+                version=version, fell_back=fell_back[-10:],
             )
-        return load_state(self.device.status_file, "update")
+        return self.status
+
+    def _settled(self, version: str, where: str = "") -> str | None:
+        """Why ``version`` is not installed unattended (it runs, or it fell back before), said; None otherwise."""
+        running = self.device.running_version()
+        if version == running:
+            return self._set("current", f"version {version}{where} already runs", version=version)
+        if version in self.status.get("fell_back", []):
+            return self._set("not-retried", f"version {version}{where} did not come up before; staying on {running}",
+                             version=version)
+        return None
 
     def _install(
         self, path: Path, source: str, *, expect_version: str = "", force: bool = False,
@@ -327,10 +333,10 @@ class Updater:
 
     def _set(
         self, state: str, message: str, *, version: str | None = None, fell_back: list[str] | None = None,
-        keep: dict[str, Any] | None = None, keep_history: bool = False,
+        keep_history: bool = False,
     ) -> str:
         """Keep ``state`` in status.json (with the history of versions that fell back) and say it."""
-        previous = keep if keep is not None else load_state(self.device.status_file, "update")
+        previous = self.status
         record: dict[str, Any] = {
             "state": state,
             "message": message,
@@ -346,6 +352,7 @@ class Updater:
             record["fell_back"] = history
         _ensure_dir(self.device.state_dir)
         save_state(self.device.status_file, record, "update")
+        self._status = record
         self._say(f"{state}: {message}")
         tell_phone(self.device.socket, state if state in SHOWN else "", message)
         return message
